@@ -1,0 +1,21 @@
+"""course_lib: the small library behind the course's chapters.
+
+One module per concern:
+
+- ``profiles``: ``profile()``, ``per_profile()`` (the ``COURSE_PROFILE`` run profiles)
+- ``runtime``: ``device()``, ``seed_everything()``, ``use_profile_threads()``
+- ``data``: offline MNIST, Fashion-MNIST, 2-D toys, shapes scenes, bundled photos
+- ``train``: ``fit()`` with a progress bar, ``minibatches()``, ``accuracy()``
+- ``checkpointing``: ``save_checkpoint()``, ``load_checkpoint()`` with a manifest
+- ``plotting``: ``image_grid()``, ``plot_losses()``, ``overlay_heatmap()``
+- ``widgets``: ``interactive_figure()``
+- ``check``: exercise checks and ``show_solution()``
+- ``losses``, ``backprop``: chapter 01's stable losses and hand-written backprop
+"""
+from .profiles import PROFILES, per_profile, profile
+from .runtime import device, seed_everything, use_profile_threads
+
+__version__ = "0.1.0"
+__all__ = ["PROFILES", "profile", "per_profile", "device", "seed_everything", "use_profile_threads"]
+
+use_profile_threads()  # 1 torch thread per process under COURSE_PROFILE=ci (see runtime.py)

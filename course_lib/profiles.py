@@ -1,0 +1,67 @@
+"""Run profiles: one environment variable, ``COURSE_PROFILE``, picks how big every experiment is.
+
+=======  ==========================================================================
+``ci``   seconds per chapter; what the test suite (nbval) runs on 2 CPU cores
+``cpu``  a learner on a laptop: minutes per chapter, a result worth looking at
+``gpu``  the full recipe, for a CUDA card
+=======  ==========================================================================
+
+Unset means ``gpu`` when CUDA is available, else ``cpu``. A chapter keeps its own numbers next to
+the code that uses them::
+
+    cfg = per_profile(ci=dict(steps=50), cpu=dict(steps=2_000), gpu=dict(steps=20_000))
+    cfg.steps   # the value for the active profile
+
+Taught in chapter 00.
+"""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import torch
+
+PROFILES = ("ci", "cpu", "gpu")
+ENV_VAR = "COURSE_PROFILE"
+
+
+def profile() -> str:
+    """The active run profile: ``'ci'``, ``'cpu'`` or ``'gpu'``.
+
+    Reads ``COURSE_PROFILE`` on every call, so a notebook can change it with ``os.environ``.
+    """
+    value = os.environ.get(ENV_VAR, "").strip().lower()
+    if not value:
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if value not in PROFILES:
+        raise ValueError(
+            f"{ENV_VAR}={os.environ[ENV_VAR]!r} is not a run profile. "
+            f"Use one of {', '.join(PROFILES)} (or leave it unset: 'gpu' with CUDA, else 'cpu'), "
+            f"e.g. `export {ENV_VAR}=cpu`."
+        )
+    return value
+
+
+def per_profile(*, ci: dict, cpu: dict, gpu: dict, active: str | None = None) -> SimpleNamespace:
+    """The settings for the active profile (or ``active``), as attributes.
+
+    All three profiles must name the same keys, so a chapter cannot forget one.
+
+    >>> per_profile(ci=dict(steps=5), cpu=dict(steps=50), gpu=dict(steps=500), active="cpu").steps
+    50
+    """
+    table = {"ci": ci, "cpu": cpu, "gpu": gpu}
+    keys = set(ci)
+    for name, settings in table.items():
+        if not isinstance(settings, dict):
+            raise TypeError(f"per_profile({name}=...) must be a dict, got {type(settings).__name__}")
+        if set(settings) != keys:
+            missing = keys ^ set(settings)
+            raise ValueError(
+                f"per_profile: every profile must set the same keys; {sorted(missing)} "
+                f"differ between 'ci' and '{name}'"
+            )
+    chosen = profile() if active is None else active
+    if chosen not in PROFILES:
+        raise ValueError(f"unknown profile {chosen!r}; use one of {', '.join(PROFILES)}")
+    return SimpleNamespace(profile=chosen, **table[chosen])
