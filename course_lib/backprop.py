@@ -69,8 +69,8 @@ def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     if x.dtype != torch.float64:
         raise TypeError(f"use float64 for finite differences, got {x.dtype}: float32 round-off "
                         "(1e-7 / eps) swamps the gradient")
-    grad = torch.zeros_like(x)
-    flat, grad_flat = x.detach().clone().view(-1), grad.view(-1)
+    grad = torch.zeros_like(x, memory_format=torch.contiguous_format)
+    flat, grad_flat = x.detach().clone(memory_format=torch.contiguous_format).view(-1), grad.view(-1)
     for i in (range(flat.numel()) if indices is None else indices):
         old = flat[i].item()
         flat[i] = old + eps

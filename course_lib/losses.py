@@ -55,7 +55,8 @@ def bce_with_logits(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"target shape {tuple(target.shape)} must equal logits shape {tuple(logits.shape)}: "
                          "each element is its own Bernoulli variable")
     target = target.to(logits.dtype)
-    return (logits.clamp(min=0) - target * logits + torch.log1p((-logits.abs()).exp())).mean()
+    # (z + |z|) / 2 = max(z, 0), written so that autograd gives 1/2 at z = 0 (clamp would give 0 or 1)
+    return ((logits + logits.abs()) / 2 - target * logits + torch.log1p((-logits.abs()).exp())).mean()
 
 
 def _check_probs(p: torch.Tensor, name: str) -> None:

@@ -60,9 +60,11 @@ def plot_losses(*histories, labels=None, ax=None, smooth: int = 1, log_y: bool =
         raise ValueError(f"{len(histories)} histories but {len(labels)} labels")
     for history, label in zip(histories, labels):
         losses = np.asarray(getattr(history, "losses", history), float)
+        offset = 0
         if smooth > 1 and len(losses) >= smooth:
             losses = np.convolve(losses, np.ones(smooth) / smooth, mode="valid")
-        ax.plot(np.arange(1, len(losses) + 1) + (smooth - 1 if smooth > 1 else 0), losses, label=label)
+            offset = smooth - 1  # a moving average over steps 1..smooth is plotted at step smooth
+        ax.plot(np.arange(1, len(losses) + 1) + offset, losses, label=label)
     ax.set(xlabel="step", ylabel="loss", title=title)
     if log_y:
         ax.set_yscale("log")

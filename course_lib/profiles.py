@@ -51,10 +51,11 @@ def per_profile(*, ci: dict, cpu: dict, gpu: dict, active: str | None = None) ->
     50
     """
     table = {"ci": ci, "cpu": cpu, "gpu": gpu}
-    keys = set(ci)
     for name, settings in table.items():
         if not isinstance(settings, dict):
             raise TypeError(f"per_profile({name}=...) must be a dict, got {type(settings).__name__}")
+    keys = set(ci)
+    for name, settings in table.items():
         if set(settings) != keys:
             missing = keys ^ set(settings)
             raise ValueError(

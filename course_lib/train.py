@@ -33,6 +33,11 @@ def minibatches(*tensors: torch.Tensor, batch_size: int, generator: torch.Genera
         raise ValueError(f"tensors must have the same length, got {[len(t) for t in tensors]}")
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, {n}], got {batch_size}")
+    return _endless_batches(tensors, batch_size, generator, shuffle)
+
+
+def _endless_batches(tensors, batch_size, generator, shuffle):
+    n = len(tensors[0])
     while True:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n - batch_size + 1, batch_size):

@@ -153,9 +153,6 @@ def test_per_profile_list_for_ci_is_type_error():
         per_profile(ci=["steps"], cpu=dict(steps=1), gpu=dict(steps=2), active="cpu")
 
 
-@pytest.mark.xfail(reason="BUG: per_profile computes set(ci) before checking that ci is a dict, so "
-                          "ci=None or ci=5 gives \"'NoneType' object is not iterable\" instead of its "
-                          "clear 'must be a dict' message", strict=True)
 @pytest.mark.parametrize("bad", [None, 5])
 def test_per_profile_non_iterable_ci_gets_the_clear_message(bad):
     with pytest.raises(TypeError, match=r"per_profile\(ci=...\) must be a dict"):

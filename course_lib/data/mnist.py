@@ -45,7 +45,7 @@ def _check_split(split: str) -> None:
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray, as_uint8: bool):
     y = torch.from_numpy(labels.astype(np.int64))
-    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = torch.from_numpy(np.array(images, copy=True, order="C"))  # a copy: callers may edit it in place
     if as_uint8:
         return x, y
     return x.float().div_(255).unsqueeze(1), y
@@ -74,6 +74,10 @@ def _read_mnist_npz(path: str) -> dict:
             "`git checkout -- course_lib/data/files/mnist.npz`."
         )
     with np.load(file) as archive:
+        missing = {"x_train", "y_train", "x_test", "y_test"} - set(archive.files)
+        if missing:
+            raise ValueError(f"{file} lacks the arrays {sorted(missing)}; an MNIST .npz holds "
+                             "x_train, y_train, x_test, y_test")
         return {key: archive[key] for key in archive.files}
 
 
@@ -102,7 +106,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - offset != expected:
-        raise ValueError(f"{path} is truncated: header says {dims}, found {len(data) - offset} bytes "
+        problem = "truncated" if len(data) - offset < expected else "longer than its header says"
+        raise ValueError(f"{path} is {problem}: header says {dims}, found {len(data) - offset} bytes "
                          f"of data instead of {expected}")
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
 

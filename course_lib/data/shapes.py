@@ -41,7 +41,7 @@ def make_shapes(n: int, *, size: int = 64, max_objects: int = 3, min_radius: int
     """
     if n < 1 or max_objects < 1:
         raise ValueError(f"need n >= 1 and max_objects >= 1, got n={n}, max_objects={max_objects}")
-    if not 1 <= min_radius <= max_radius or 2 * max_radius + 2 > size:
+    if not 1 <= min_radius <= max_radius or 2 * max_radius + 3 > size:
         raise ValueError(f"radii {min_radius}..{max_radius} do not fit in a {size}x{size} image")
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)

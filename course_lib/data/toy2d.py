@@ -32,7 +32,10 @@ class GaussianMixture2D:
     def __init__(self, means, stds, weights=None):
         self.means = torch.as_tensor(means, dtype=torch.float64).reshape(-1, 2)  # (K, 2)
         k = len(self.means)
-        self.stds = torch.as_tensor(stds, dtype=torch.float64).flatten().expand(k).clone()  # (K,)
+        stds = torch.as_tensor(stds, dtype=torch.float64).flatten()
+        if len(stds) not in (1, k):
+            raise ValueError(f"{k} means but {len(stds)} stds: give one std per component, or a single one")
+        self.stds = stds.expand(k).clone()  # (K,)
         weights = torch.full((k,), 1.0 / k) if weights is None else weights
         self.weights = torch.as_tensor(weights, dtype=torch.float64).flatten()  # (K,)
         if len(self.weights) != k:
@@ -85,7 +88,7 @@ def sample_rings(n: int, generator: torch.Generator | None = None, radii=(1.0, 2
                  noise: float = 0.05) -> torch.Tensor:
     """Points on concentric circles (equal numbers per ring, up to rounding), shape (n, 2)."""
     radii = torch.as_tensor(radii, dtype=torch.float32)
-    ring = torch.randint(len(radii), (n,), generator=generator)
+    ring = torch.randperm(n, generator=generator) % len(radii)  # equal counts, random order
     angle = torch.rand(n, generator=generator) * 2 * math.pi
     points = radii[ring, None] * torch.stack([angle.cos(), angle.sin()], 1)
     return points + noise * torch.randn(n, 2, generator=generator)

@@ -1,0 +1,337 @@
+"""course_lib.train (minibatches, fit, accuracy, History, main) and course_lib.recipes."""
+import pytest
+import torch
+from torch import nn
+
+from course_lib import recipes
+from course_lib import checkpointing
+from course_lib.backprop import MLP
+from course_lib.train import History, accuracy, fit, main, minibatches
+
+
+# ------------------------------------------------------------------------------------------ minibatches
+
+def test_minibatches_cover_every_index_once_per_epoch():
+    x = torch.arange(12)
+    batches = minibatches(x, batch_size=4, generator=torch.Generator().manual_seed(0))
+    for _epoch in range(3):
+        seen = torch.cat([next(batches)[0] for _ in range(3)])
+        assert sorted(seen.tolist()) == list(range(12))
+
+
+def test_minibatches_batch_shapes_and_alignment():
+    x = torch.randn(10, 3, 2)
+    y = torch.arange(10) * 7
+    batches = minibatches(x, y, batch_size=5, generator=torch.Generator().manual_seed(1))
+    for _ in range(4):
+        bx, by = next(batches)
+        assert bx.shape == (5, 3, 2) and by.shape == (5,)
+        assert torch.equal(bx, x[by // 7])  # the rows stay aligned across tensors
+
+
+def test_minibatches_reshuffle_every_epoch():
+    batches = minibatches(torch.arange(32), batch_size=32, generator=torch.Generator().manual_seed(0))
+    first, second = next(batches)[0], next(batches)[0]
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(32))
+    assert not torch.equal(first, second)
+
+
+def test_minibatches_reproducible_with_a_generator():
+    def take(seed):
+        batches = minibatches(torch.arange(20), batch_size=4, generator=torch.Generator().manual_seed(seed))
+        return [next(batches)[0].tolist() for _ in range(10)]
+    assert take(3) == take(3)
+    assert take(3) != take(4)
+
+
+def test_minibatches_without_shuffle_are_in_order():
+    batches = minibatches(torch.arange(6), batch_size=2, shuffle=False)
+    assert [next(batches)[0].tolist() for _ in range(4)] == [[0, 1], [2, 3], [4, 5], [0, 1]]
+
+
+def test_minibatches_drop_the_incomplete_last_batch():
+    batches = minibatches(torch.arange(10), batch_size=3, generator=torch.Generator().manual_seed(0))
+    epoch = [next(batches)[0] for _ in range(3)]
+    assert all(len(b) == 3 for b in epoch)
+    assert len(set(torch.cat(epoch).tolist())) == 9  # no index twice within an epoch
+
+
+def test_minibatches_is_endless():
+    batches = minibatches(torch.arange(3), batch_size=3)
+    for _ in range(100):
+        next(batches)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 11, 100])
+def test_minibatches_bad_batch_size(batch_size):
+    with pytest.raises(ValueError, match=r"batch_size must be in \[1, 10\]"):
+        next(minibatches(torch.arange(10), batch_size=batch_size))
+
+
+def test_minibatches_unequal_lengths():
+    with pytest.raises(ValueError, match=r"same length, got \[10, 9\]"):
+        next(minibatches(torch.zeros(10, 2), torch.zeros(9), batch_size=2))
+
+
+def test_minibatches_no_tensors():
+    with pytest.raises(ValueError, match="at least one tensor"):
+        next(minibatches(batch_size=2))
+
+
+def test_minibatches_checks_at_the_call():
+    with pytest.raises(ValueError):
+        minibatches(torch.arange(10), batch_size=0)
+
+
+# -------------------------------------------------------------------------------------------------- fit
+
+@pytest.fixture
+def regression():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=g)
+    w = torch.tensor([[1.5], [-2.0], [0.5]])
+    y = x @ w + 0.3 + 0.01 * torch.randn(256, 1, generator=g)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    return model, minibatches(x, y, batch_size=32, generator=g), x, y, w
+
+
+def mse(model, batch):
+    x, y = batch
+    return ((model(x) - y) ** 2).mean()
+
+
+def test_fit_reduces_the_loss(regression):
+    model, batches, x, y, w = regression
+    before = mse(model, (x, y)).item()
+    history = fit(model, mse, batches, steps=200, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                  show_progress=False)
+    assert isinstance(history, History)
+    assert len(history.losses) == 200 and all(isinstance(v, float) for v in history.losses)
+    assert mse(model, (x, y)).item() < 1e-3 < before
+    assert sum(history.losses[-10:]) < 0.01 * sum(history.losses[:10])
+    assert torch.allclose(model.weight.detach(), w.T, atol=0.02)
+    assert history.evals == [] and history.last_eval() == {}
+    assert history.wall_time_s > 0
+    assert not model.training  # left in eval mode
+
+
+def test_fit_calls_eval_fn_every_eval_every_and_at_the_end(regression):
+    model, batches, x, y, _ = regression
+    seen = []
+
+    def eval_fn(m):
+        seen.append((m.training, torch.is_grad_enabled()))
+        return {"mse": mse(m, (x, y)).item()}
+
+    history = fit(model, mse, batches, steps=10, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                  eval_fn=eval_fn, eval_every=4, show_progress=False)
+    assert [step for step, _ in history.evals] == [4, 8, 10]
+    assert seen == [(False, False)] * 3  # eval mode, no gradients
+    assert history.last_eval() == history.evals[-1][1]
+    assert set(history.last_eval()) == {"mse"}
+    assert history.evals[0][1]["mse"] > history.evals[-1][1]["mse"]
+
+
+def test_fit_eval_at_last_step_only_once(regression):
+    model, batches, *_ = regression
+    history = fit(model, mse, batches, steps=8, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                  eval_fn=lambda m: {"one": 1.0}, eval_every=4, show_progress=False)
+    assert [step for step, _ in history.evals] == [4, 8]
+
+
+def test_fit_eval_only_at_the_end_without_eval_every(regression):
+    model, batches, *_ = regression
+    history = fit(model, mse, batches, steps=5, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                  eval_fn=lambda m: {"one": 1.0}, show_progress=False)
+    assert history.evals == [(5, {"one": 1.0})]
+
+
+def test_fit_trains_in_train_mode(regression):
+    model, batches, *_ = regression
+    modes = []
+
+    def loss_fn(m, batch):
+        modes.append(m.training)
+        return mse(m, batch)
+
+    fit(model, loss_fn, batches, steps=3, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        eval_fn=lambda m: {}, eval_every=1, show_progress=False)
+    assert modes == [True, True, True]
+
+
+def test_fit_moves_batches_to_device(regression):
+    model, batches, *_ = regression
+    devices = []
+
+    def loss_fn(m, batch):
+        devices.extend(t.device.type for t in batch)
+        assert isinstance(batch, tuple)
+        return mse(m, batch)
+
+    fit(model, loss_fn, batches, steps=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        device="cpu", show_progress=False)
+    assert devices == ["cpu"] * 4
+
+
+def test_fit_accepts_a_tensor_batch_and_list_batches():
+    model = nn.Linear(2, 1)
+    tensors = iter([torch.ones(4, 2)] * 3)
+    h = fit(model, lambda m, b: m(b).pow(2).mean(), tensors, steps=3,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01), device=torch.device("cpu"), show_progress=False)
+    assert len(h.losses) == 3
+    lists = iter([[torch.ones(4, 2), torch.zeros(4, 1)]] * 2)
+    h = fit(model, lambda m, b: (m(b[0]) - b[1]).pow(2).mean(), lists, steps=2,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01), device="cpu", show_progress=False)
+    assert len(h.losses) == 2
+
+
+def test_fit_with_progress_bar(regression, capsys):
+    model, batches, *_ = regression
+    history = fit(model, mse, batches, steps=12, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+                  desc="tiny run", eval_fn=lambda m: {"acc": 0.5}, eval_every=5)
+    assert len(history.losses) == 12
+    assert "tiny run" in capsys.readouterr().err
+
+
+def test_fit_non_scalar_loss_mentions_mean(regression):
+    model, batches, *_ = regression
+    with pytest.raises(ValueError) as err:
+        fit(model, lambda m, b: (m(b[0]) - b[1]) ** 2, batches, steps=3,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01), show_progress=False)
+    assert ".mean()" in str(err.value) and "(32, 1)" in str(err.value)
+
+
+@pytest.mark.parametrize("steps", [0, -5])
+def test_fit_steps_must_be_positive(regression, steps):
+    model, batches, *_ = regression
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        fit(model, mse, batches, steps=steps, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+            show_progress=False)
+
+
+def test_fit_stops_when_batches_run_out():
+    model = nn.Linear(2, 1)
+    with pytest.raises(StopIteration):
+        fit(model, lambda m, b: m(b).mean(), iter([torch.ones(1, 2)]), steps=2,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.01), show_progress=False)
+
+
+def test_history_defaults_and_last_eval():
+    h = History()
+    assert h.losses == [] and h.evals == [] and h.wall_time_s == 0.0 and h.last_eval() == {}
+    h.evals += [(5, {"acc": 0.5}), (10, {"acc": 0.75})]
+    assert h.last_eval() == {"acc": 0.75}
+    assert History().losses is not History().losses  # no shared default list
+
+
+# --------------------------------------------------------------------------------------------- accuracy
+
+class FixedClassifier(nn.Module):
+    """Predicts the class stored in the first input feature (logits one-hot on it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return nn.functional.one_hot(x[:, 0].long(), 4).float() * self.scale
+
+
+def test_accuracy_on_a_hand_made_model():
+    x = torch.tensor([[0.0], [1.0], [2.0], [3.0], [1.0]])
+    model = FixedClassifier()
+    assert accuracy(model, x, torch.tensor([0, 1, 2, 3, 1])) == 1.0
+    assert accuracy(model, x, torch.tensor([0, 1, 2, 0, 0])) == 0.6
+    assert accuracy(model, x, torch.tensor([3, 3, 3, 0, 0])) == 0.0
+
+
+def test_accuracy_batches_and_restores_mode():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 4, (2501, 1), generator=g).float()
+    y = x[:, 0].long().clone()
+    y[::5] = (y[::5] + 1) % 4  # every 5th wrong: 501 of 2501
+    model = FixedClassifier().train()
+    assert accuracy(model, x, y, batch_size=7) == pytest.approx(2000 / 2501)
+    assert accuracy(model, x, y) == pytest.approx(2000 / 2501)
+    assert model.training
+    model.eval()
+    accuracy(model, x, y)
+    assert not model.training
+
+
+def test_accuracy_uses_no_grad_and_eval_mode():
+    seen = []
+
+    class Spy(FixedClassifier):
+        def forward(self, x):
+            seen.append((self.training, torch.is_grad_enabled()))
+            return super().forward(x)
+
+    accuracy(Spy().train(), torch.zeros(3, 1), torch.zeros(3, dtype=torch.long))
+    assert seen == [(False, False)]
+
+
+def test_accuracy_length_mismatch():
+    with pytest.raises(ValueError, match="3 vs 2"):
+        accuracy(FixedClassifier(), torch.zeros(3, 1), torch.zeros(2, dtype=torch.long))
+
+
+# ---------------------------------------------------------------------------------------- recipes, main
+
+def test_mlp_mnist_settings_per_profile():
+    ci, cpu, gpu = (recipes.mlp_mnist_settings(p) for p in ("ci", "cpu", "gpu"))
+    assert (ci.profile, cpu.profile, gpu.profile) == ("ci", "cpu", "gpu")
+    assert ci.n_train < cpu.n_train == gpu.n_train == 60_000
+    assert ci.steps < cpu.steps < gpu.steps
+    assert 0.5 < ci.min_test_accuracy <= cpu.min_test_accuracy <= gpu.min_test_accuracy < 1
+    with pytest.raises(ValueError, match="ci, cpu, gpu"):
+        recipes.mlp_mnist_settings("big")
+
+
+def test_mlp_mnist_recipe_runs(monkeypatch):
+    from types import SimpleNamespace
+    tiny = SimpleNamespace(profile="ci", n_train=600, steps=40, batch_size=50, lr=0.05, min_test_accuracy=0.5)
+    monkeypatch.setattr(recipes, "mlp_mnist_settings", lambda active=None: tiny)
+    model, history, metrics, recipe = recipes.mlp_mnist("ci", seed=0, show_progress=False)
+    assert isinstance(model, MLP) and model.fc1.out_features == 500
+    assert len(history.losses) == 40 and [s for s, _ in history.evals] == [10, 20, 30, 40]
+    assert set(metrics) == {"test_accuracy", "final_train_loss"}
+    assert metrics["test_accuracy"] > tiny.min_test_accuracy
+    assert recipe["recipe"] == "course_lib.recipes.mlp_mnist" and recipe["seed"] == 0 and recipe["steps"] == 40
+    assert set(recipes.RECIPES) == {"mlp_mnist"}
+
+
+def _tiny_recipe(active=None, seed=0):
+    model = nn.Linear(2, 2)
+    return model, History(losses=[1.0], wall_time_s=0.25), {"acc": 1.0}, {"recipe": "tiny", "seed": seed}
+
+
+def test_main_dry_run_writes_nothing(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(recipes.RECIPES, "tiny", _tiny_recipe)
+    written = []
+    monkeypatch.setattr(checkpointing, "save_checkpoint", lambda *a, **k: written.append(a))
+    main(["tiny", "--dry-run", "--seed", "3"])
+    assert written == []
+    assert "tiny: {'acc': 1.0}" in capsys.readouterr().out
+
+
+def test_main_saves_the_checkpoint(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(recipes.RECIPES, "tiny", _tiny_recipe)
+    real_save = checkpointing.save_checkpoint
+    monkeypatch.setattr(checkpointing, "save_checkpoint",
+                        lambda *a, **k: real_save(*a, **k, directory=tmp_path))
+    main(["tiny", "--profile", "ci", "--seed", "5"])
+    entry = checkpointing.read_manifest(tmp_path)["tiny"]
+    assert entry["recipe"] == {"recipe": "tiny", "seed": 5} and entry["metrics"] == {"acc": 1.0}
+    assert entry["wall_time_s"] == round(0.25, 1)
+    assert (tmp_path / "tiny.pt").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_main_unknown_recipe_or_profile(capsys):
+    with pytest.raises(SystemExit):
+        main(["no_such_recipe"])
+    with pytest.raises(SystemExit):
+        main(["mlp_mnist", "--profile", "tpu"])
+    assert "invalid choice" in capsys.readouterr().err
