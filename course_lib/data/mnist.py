@@ -45,10 +45,9 @@ def _check_split(split: str) -> None:
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray, as_uint8: bool):
     y = torch.from_numpy(labels.astype(np.int64))
-    x = torch.from_numpy(np.array(images, copy=True, order="C"))  # a copy: callers may edit it in place
-    if as_uint8:
-        return x, y
-    return x.float().div_(255).unsqueeze(1), y
+    if as_uint8:  # a copy: the arrays are cached, and callers may edit the tensor in place
+        return torch.from_numpy(np.array(images, copy=True, order="C")), y
+    return torch.from_numpy(images).float().div_(255).unsqueeze(1), y  # .float() already copies
 
 
 def sha256_of(path: Path) -> str:
