@@ -11,6 +11,9 @@ One module per concern:
 - ``widgets``: ``interactive_figure()``
 - ``check``: exercise checks and ``show_solution()``
 - ``losses``, ``backprop``: chapter 01's stable losses and hand-written backprop
+- ``metrics``: FID on a shipped MNIST classifier's features, with the real-vs-real floor
+- ``diffusion``, ``unet``: chapter 11's noise schedules, DDPM/DDIM samplers and U-Net
+- ``recipes``: the recipe behind every shipped checkpoint, and ``load_shipped(name)``
 """
 from .profiles import PROFILES, per_profile, profile
 from .runtime import device, seed_everything, use_profile_threads

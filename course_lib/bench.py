@@ -7,12 +7,14 @@ time. ``--retrain`` also reruns each recipe under the active profile (or ``--pro
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 from .backprop import MLP
 from .checkpointing import load_checkpoint, read_manifest
 from .data import load_mnist
-from .recipes import RECIPES
+from .metrics import sample_quality
+from .recipes import RECIPES, load_shipped
 from .train import accuracy
 
 
@@ -24,24 +26,53 @@ def _mlp_mnist(entry: dict) -> dict:
             "reference": "0.984: 2-layer MLP, 800 hidden, cross entropy (Simard et al. 2003)"}
 
 
-EVALUATORS = {"mlp_mnist": _mlp_mnist}
+def _mnist_classifier(entry: dict) -> dict:
+    x_test, y_test = load_mnist("test")
+    model = load_shipped("mnist_classifier")
+    return {"metric": "MNIST test accuracy (10k)", "value": f"{accuracy(model, x_test, y_test):.4f}",
+            "reference": "0.99+: small CNNs (LeNet-5 0.991, LeCun et al. 1998); the FID feature extractor"}
+
+
+def _ddpm_mnist(entry: dict, fid_samples: int = 2000) -> dict:
+    model = load_shipped("ddpm_mnist")
+    report = sample_quality(model, n=fid_samples, sampler="ddim", steps=50, show_progress=False)
+    return {"metric": f"FID, classifier features, n={report['fid_n']}, {report['sampler']}",
+            "value": f"{report['fid']:.2f}",
+            "reference": f"real-vs-real floor {report['fid_floor']:.2f} at the same n (target <= 3x floor); "
+                         f"label entropy per image {report['per_image_label_entropy']:.3f}, "
+                         f"of the label mix {report['marginal_label_entropy']:.3f} (ln 10 = 2.303)"}
+
+
+EVALUATORS = {"mlp_mnist": _mlp_mnist, "mnist_classifier": _mnist_classifier, "ddpm_mnist": _ddpm_mnist}
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="checkpoints to evaluate (default: all shipped)")
     parser.add_argument("--retrain", action="store_true", help="rerun each recipe and time it")
     parser.add_argument("--profile", choices=("ci", "cpu", "gpu"), default=None)
+    parser.add_argument("--fid-samples", type=int, default=2000, help="samples per FID (default 2000)")
     args = parser.parse_args(argv)
     manifest = read_manifest()
-    print(f"{'model':<12} {'metric':<28} {'value':>8}  {'made under':<16} {'train time':>10}  reference")
-    for name, entry in manifest.items():
+    names = args.names or list(manifest)
+    unknown = [name for name in names if name not in manifest or name not in EVALUATORS]
+    if unknown:
+        parser.error(f"no shipped checkpoint with an evaluator named {', '.join(unknown)}; "
+                     f"known: {', '.join(n for n in manifest if n in EVALUATORS)}")
+    print(f"{'model':<16} {'metric':<44} {'value':>8}  {'made under':<16} {'train time':>10}  reference")
+    for name in names:
+        entry = manifest[name]
         start = time.perf_counter()
-        row = EVALUATORS[name](entry)
+        evaluator = EVALUATORS[name]
+        takes_fid_samples = "fid_samples" in inspect.signature(evaluator).parameters
+        row = evaluator(entry, fid_samples=args.fid_samples) if takes_fid_samples else evaluator(entry)
         made = f"{entry['recipe']['profile']} on {entry['device']}"
-        print(f"{name:<12} {row['metric']:<28} {row['value']:>8}  {made:<16} {entry['wall_time_s']:>8.1f} s  "
-              f"{row['reference']}   (evaluated in {time.perf_counter() - start:.1f} s)")
+        print(f"{name:<16} {row['metric']:<44} {row['value']:>8}  {made:<16} {entry['wall_time_s']:>8.1f} s  "
+              f"{row['reference']}   (evaluated in {time.perf_counter() - start:.1f} s)", flush=True)
     if args.retrain:
         for name, recipe in RECIPES.items():
+            if args.names and name not in args.names:
+                continue
             _, history, metrics, cfg = recipe(args.profile, show_progress=False)
             print(f"{name:<12} retrained under {cfg['profile']}: {metrics} in {history.wall_time_s:.1f} s")
 

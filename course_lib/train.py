@@ -67,12 +67,16 @@ def _to_device(batch, device):
 def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: int,
         optimizer: torch.optim.Optimizer, device: torch.device | str | None = None,
         eval_fn: Callable[[torch.nn.Module], dict] | None = None, eval_every: int | None = None,
-        desc: str = "training", show_progress: bool = True) -> History:
+        desc: str = "training", show_progress: bool = True,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, clip_grad_norm: float | None = None,
+        after_step: Callable[[torch.nn.Module], None] | None = None) -> History:
     """Train ``model`` for ``steps`` optimizer steps; return a :class:`History`.
 
     ``loss_fn(model, batch)`` returns a scalar loss; ``batches`` yields batches (moved to
     ``device``); ``eval_fn(model)`` returns a dict of metrics, called every ``eval_every`` steps
-    and once at the end, with the model in eval mode and gradients off.
+    and once at the end, with the model in eval mode and gradients off. Optional extras, in the
+    order they run after ``backward()``: gradient clipping to ``clip_grad_norm``, the optimizer
+    step, ``scheduler.step()``, and ``after_step(model)`` (e.g. an EMA update).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -87,7 +91,13 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
                              "did you forget .mean()?")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if after_step is not None:
+            after_step(model)
         history.losses.append(loss.item())
         is_last = step == steps
         if eval_fn is not None and (is_last or (eval_every and step % eval_every == 0)):
@@ -102,6 +112,19 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
     model.eval()
     history.wall_time_s = time.perf_counter() - start
     return history
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Learning rate: linear warm-up from 0 over ``warmup_steps``, then a cosine decay to 0 at ``total_steps``."""
+    import math
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 @torch.no_grad()

@@ -25,12 +25,32 @@ def test_train_cli_rejects_unknown_recipes():
         train.main(["no_such_model", "--profile", "ci"])
 
 
-def test_bench_prints_a_row_per_shipped_model(capsys):
-    bench.main([])
+def test_bench_prints_a_row_per_named_model(capsys):
+    bench.main(["mlp_mnist", "mnist_classifier"])
     out = capsys.readouterr().out
-    assert "mlp_mnist" in out and "MNIST test accuracy" in out
-    value = float(out.split("MNIST test accuracy (10k)")[1].split()[0])
-    assert value >= 0.975
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == {"mlp_mnist", "mnist_classifier"}
+    assert float(rows["mlp_mnist"].split("MNIST test accuracy (10k)")[1].split()[0]) >= 0.975
+    assert float(rows["mnist_classifier"].split("MNIST test accuracy (10k)")[1].split()[0]) >= 0.99
+
+
+def test_bench_rejects_unknown_names():
+    with pytest.raises(SystemExit):
+        bench.main(["no_such_model"])
+
+
+def test_every_shipped_checkpoint_has_a_model_builder_and_an_evaluator():
+    from course_lib.checkpointing import read_manifest
+    shipped = set(read_manifest())
+    assert shipped <= set(recipes.MODELS) and shipped <= set(bench.EVALUATORS) and shipped <= set(recipes.RECIPES)
+
+
+def test_classifier_and_ddpm_recipes_run_under_ci():
+    _, history, metrics, recipe = recipes.mnist_classifier("ci", show_progress=False)
+    assert metrics["test_accuracy"] >= recipes.mnist_classifier_settings("ci").min_test_accuracy
+    model, history, metrics, recipe = recipes.ddpm_mnist("ci", show_progress=False)
+    assert len(history.losses) == recipe["steps"] and metrics["final_train_loss"] < 1.0
+    assert recipe["model"]["widths"] == (16, 32, 64) and not model.training
 
 
 def test_data_check_reports_mnist(capsys):

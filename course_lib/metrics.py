@@ -1,0 +1,145 @@
+"""Sample quality for MNIST-like generators: FID on a small shipped classifier's features.
+
+The Fréchet distance between two Gaussians fitted to feature sets (means ``mu_1, mu_2``,
+covariances ``S_1, S_2``) is
+
+    FID = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^{1/2}).
+
+Inception features mean nothing on 28x28 digits, so the features here are the 128-d penultimate
+layer of :class:`MnistClassifier` (shipped as the ``mnist_classifier`` checkpoint). Numbers are only
+comparable at the same ``n`` and the same feature extractor: always print them next to the
+real-vs-real floor (:func:`real_fid_floor`), the FID between two disjoint sets of real test digits
+of the same size.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .checkpointing import load_checkpoint
+
+
+class MnistClassifier(nn.Module):
+    """A small CNN: (N, 1, 28, 28) in [0, 1] -> logits (N, 10); ``features`` gives the 128-d layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 32, 14, 14)
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),  # (N, 64, 7, 7)
+            nn.Flatten(), nn.Linear(64 * 7 * 7, 128), nn.ReLU(),  # (N, 128)
+        )
+        self.head = nn.Linear(128, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+            raise ValueError(f"expected images of shape (N, 1, 28, 28), got {tuple(x.shape)}")
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def shipped_classifier(device: torch.device | str = "cpu") -> MnistClassifier:
+    """The trained classifier that ships with the course (test accuracy in the manifest)."""
+    model = MnistClassifier().to(device)
+    load_checkpoint(model, "mnist_classifier")
+    return model
+
+
+@torch.no_grad()
+def classifier_outputs(images: torch.Tensor, classifier: MnistClassifier, batch_size: int = 1000):
+    """Features (N, 128) and class probabilities (N, 10), in float64 on the CPU."""
+    device = next(classifier.parameters()).device
+    features, probs = [], []
+    for start in range(0, len(images), batch_size):
+        f = classifier.features(images[start:start + batch_size].to(device).float())
+        features.append(f.double().cpu())
+        probs.append(torch.softmax(classifier.head(f), dim=1).double().cpu())
+    return torch.cat(features), torch.cat(probs)
+
+
+def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """FID between two feature sets (N_a, D) and (N_b, D), via a symmetric square root."""
+    if features_a.ndim != 2 or features_b.ndim != 2 or features_a.shape[1] != features_b.shape[1]:
+        raise ValueError(f"need two (N, D) feature sets with the same D, got {tuple(features_a.shape)} "
+                         f"and {tuple(features_b.shape)}")
+    if min(len(features_a), len(features_b)) < 2:
+        raise ValueError("need at least 2 samples in each set to estimate a covariance")
+    a, b = features_a.double(), features_b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    # Tr((S_a S_b)^{1/2}) = Tr((S_a^{1/2} S_b S_a^{1/2})^{1/2}): the latter is symmetric PSD.
+    values, vectors = torch.linalg.eigh(cov_a)
+    sqrt_a = vectors @ torch.diag(values.clamp(min=0).sqrt()) @ vectors.T
+    middle = sqrt_a @ cov_b @ sqrt_a
+    trace_sqrt = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    return float(((mu_a - mu_b) ** 2).sum() + cov_a.trace() + cov_b.trace() - 2 * trace_sqrt)
+
+
+def fid(images: torch.Tensor, reference: torch.Tensor, classifier: MnistClassifier | None = None) -> float:
+    """FID of ``images`` against ``reference`` images, both (N, 1, 28, 28) in [0, 1]."""
+    classifier = classifier or shipped_classifier()
+    return frechet_distance(classifier_outputs(images, classifier)[0], classifier_outputs(reference, classifier)[0])
+
+
+def real_fid_floor(n: int, test_images: torch.Tensor, classifier: MnistClassifier | None = None) -> float:
+    """FID between two disjoint sets of ``n`` real test digits: the best a generator can hope for at this n."""
+    reference, twin = _real_split(n, test_images)
+    return fid(twin, reference, classifier)
+
+
+def label_entropies(images: torch.Tensor, classifier: MnistClassifier | None = None) -> dict:
+    """Mean per-image label entropy (low: each sample looks like one digit) and the entropy of the
+    average label distribution (high, up to ln 10 = 2.303: all digits appear), in nats."""
+    probs = classifier_outputs(images, classifier or shipped_classifier())[1]
+    per_image = -(torch.special.xlogy(probs, probs)).sum(1).mean()
+    marginal = probs.mean(0)
+    return {"per_image_entropy": float(per_image), "marginal_entropy": float(-(torch.special.xlogy(marginal, marginal)).sum())}
+
+
+def _real_split(n: int, test_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint, fixed random sets of ``n`` test digits: the reference set and its real-vs-real twin."""
+    if 2 * n > len(test_images):
+        raise ValueError(f"need 2n = {2 * n} test images, have {len(test_images)}; use n <= {len(test_images) // 2}")
+    order = torch.randperm(len(test_images), generator=torch.Generator().manual_seed(0))
+    return test_images[order[:n]], test_images[order[n:2 * n]]
+
+
+@torch.no_grad()
+def sample_quality(eps_model, n: int = 2000, sampler: str = "ddim", steps: int = 50, seed: int = 0,
+                   batch_size: int = 500, show_progress: bool = True) -> dict:
+    """FID (domain features) of ``n`` samples from a 28x28 MNIST diffusion model, with its floor.
+
+    Samples with DDIM (``steps`` steps, eta = 0) or ancestral DDPM, maps them to [0, 1], and
+    compares them with ``n`` real test digits; ``fid_floor`` is the same FID between two disjoint
+    sets of ``n`` real test digits.
+    """
+    from .data import load_mnist
+    from .diffusion import NoiseSchedule, ddim_sample, ddpm_sample, to_pixel_range
+
+    device = next(eps_model.parameters()).device
+    schedule = NoiseSchedule.linear()
+    generator = torch.Generator().manual_seed(seed)
+    chunks = []
+    for start in range(0, n, batch_size):
+        shape = (min(batch_size, n - start), 1, 28, 28)
+        if sampler == "ddim":
+            x = ddim_sample(eps_model, shape, schedule, steps=steps, generator=generator, device=device,
+                            show_progress=show_progress)
+        elif sampler == "ddpm":
+            x = ddpm_sample(eps_model, shape, schedule, generator=generator, device=device, show_progress=show_progress)
+        else:
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        chunks.append(to_pixel_range(x).cpu())
+    samples = torch.cat(chunks)
+    classifier = shipped_classifier(device)
+    reference, twin = _real_split(n, load_mnist("test")[0])
+    real_features = classifier_outputs(reference, classifier)[0]
+    sample_features = classifier_outputs(samples, classifier)[0]
+    entropies = label_entropies(samples, classifier)
+    return {"fid": round(frechet_distance(sample_features, real_features), 3),
+            "fid_floor": round(frechet_distance(classifier_outputs(twin, classifier)[0], real_features), 3),
+            "fid_n": n, "sampler": f"{sampler}-{steps}" if sampler == "ddim" else "ddpm-1000",
+            "per_image_label_entropy": round(entropies["per_image_entropy"], 4),
+            "marginal_label_entropy": round(entropies["marginal_entropy"], 4)}
