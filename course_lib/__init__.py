@@ -12,6 +12,8 @@ One module per concern:
 - ``check``: exercise checks and ``show_solution()``
 - ``losses``, ``backprop``: chapter 01's stable losses and hand-written backprop
 - ``metrics``: FID on a shipped MNIST classifier's features, with the real-vs-real floor
+- ``vae``: chapter 08's conv VAE, Gaussian KL, ELBO and IWAE bound in nats per image, binarized MNIST
+- ``score``: chapter 10's score matching (ISM, SSM, DSM), Langevin samplers, Tweedie, the 2-D NCSN
 - ``diffusion``, ``unet``: chapter 11's noise schedules, DDPM/DDIM samplers and U-Net
 - ``recipes``: the recipe behind every shipped checkpoint, and ``load_shipped(name)``
 """

@@ -74,6 +74,15 @@ class NoiseSchedule:
         self.alphas = 1 - betas
         self.alpha_bars = torch.cumprod(self.alphas, dim=0)
         self.T = len(betas) - 1
+        # Coefficients precomputed in float64 and cast to the data's dtype only at the end: 1 - alpha_bar_t is
+        # ~1e-4 at small t, and computing it in float32 would lose ~3 of float32's ~7 significant digits.
+        ab, ab_prev = self.alpha_bars, torch.cat([torch.ones(1, dtype=torch.float64), self.alpha_bars[:-1]])
+        self.sqrt_alpha_bars, self.sqrt_one_minus_alpha_bars = ab.sqrt(), (1 - ab).sqrt()
+        not_zero = torch.arange(self.T + 1) > 0  # entry 0 (t = 0) has no posterior; keep it finite
+        denominator = torch.where(not_zero, 1 - ab, torch.ones_like(ab))
+        self._posterior_coef_x0 = torch.where(not_zero, ab_prev.sqrt() * betas / denominator, 0.0)
+        self._posterior_coef_xt = torch.where(not_zero, self.alphas.sqrt() * (1 - ab_prev) / denominator, 0.0)
+        self._posterior_variances = torch.where(not_zero, (1 - ab_prev) / denominator * betas, 0.0)
 
     @classmethod
     def linear(cls, T: int = 1000) -> "NoiseSchedule":
@@ -94,8 +103,7 @@ class NoiseSchedule:
 
     def posterior_variances(self) -> torch.Tensor:
         """beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t as a (T + 1,) tensor (entry 0 is 0)."""
-        ab = self.alpha_bars
-        return torch.cat([torch.zeros(1, dtype=torch.float64), (1 - ab[:-1]) / (1 - ab[1:]) * self.betas[1:]])
+        return self._posterior_variances.clone()
 
     def _at(self, values: torch.Tensor, t, like: torch.Tensor) -> torch.Tensor:
         """values[t] as a (N, 1, ..., 1) tensor that broadcasts against ``like`` (N, ...)."""
@@ -116,8 +124,7 @@ class NoiseSchedule:
         if noise.shape != x0.shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)} but x0 has {tuple(x0.shape)}; "
                              "draw it with torch.randn_like(x0)")
-        ab = self._at(self.alpha_bars, t, x0)
-        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        return self._at(self.sqrt_alpha_bars, t, x0) * x0 + self._at(self.sqrt_one_minus_alpha_bars, t, x0) * noise
 
     def posterior(self, x0: torch.Tensor, xt: torch.Tensor, t) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance of q(x_{t-1} | x_t, x_0), for t >= 1 (variance as a broadcastable tensor)."""
@@ -126,29 +133,24 @@ class NoiseSchedule:
         t = torch.as_tensor(t, device="cpu")
         if (t < 1).any():
             raise ValueError("the posterior q(x_{t-1} | x_t, x_0) needs t >= 1")
-        beta, alpha = self._at(self.betas, t, xt), self._at(self.alphas, t, xt)
-        ab, ab_prev = self._at(self.alpha_bars, t, xt), self._at(self.alpha_bars, t - 1, xt)
-        mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * xt
-        variance = (1 - ab_prev) / (1 - ab) * beta
-        return mean, variance
+        mean = self._at(self._posterior_coef_x0, t, xt) * x0 + self._at(self._posterior_coef_xt, t, xt) * xt
+        return mean, self._at(self._posterior_variances, t, xt)
 
     def predict_x0(self, xt: torch.Tensor, t, eps: torch.Tensor) -> torch.Tensor:
         """Invert q_sample: x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_bar_t)."""
-        ab = self._at(self.alpha_bars, t, xt)
-        return (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
+        return (xt - self._at(self.sqrt_one_minus_alpha_bars, t, xt) * eps) / self._at(self.sqrt_alpha_bars, t, xt)
 
     def x0_to_eps(self, xt: torch.Tensor, t, x0: torch.Tensor) -> torch.Tensor:
         """The other way: eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t), for t >= 1."""
-        ab = self._at(self.alpha_bars, t, xt)
-        return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+        return (xt - self._at(self.sqrt_alpha_bars, t, xt) * x0) / self._at(self.sqrt_one_minus_alpha_bars, t, xt)
 
     def eps_to_score(self, eps: torch.Tensor, t) -> torch.Tensor:
         """grad_x log q_t(x_t) ~= -eps_hat / sqrt(1 - alpha_bar_t) (Tweedie's formula, chapter 10)."""
-        return -eps / self._at(1 - self.alpha_bars, t, eps).sqrt()
+        return -eps / self._at(self.sqrt_one_minus_alpha_bars, t, eps)
 
     def score_to_eps(self, score: torch.Tensor, t) -> torch.Tensor:
         """eps_hat = -sqrt(1 - alpha_bar_t) score."""
-        return -score * self._at(1 - self.alpha_bars, t, score).sqrt()
+        return -score * self._at(self.sqrt_one_minus_alpha_bars, t, score)
 
 
 def vlb_weights(schedule: NoiseSchedule, variance: str = "posterior") -> torch.Tensor:
@@ -384,24 +386,25 @@ class MLPDenoiser(nn.Module):
         return self.out(F.silu(h))
 
 
-def load_ddpm_mnist(device: torch.device | str = "cpu") -> tuple[UNet, NoiseSchedule, dict]:
+def load_ddpm_mnist(device: torch.device | str = "cpu", directory=None) -> tuple[UNet, NoiseSchedule, dict]:
     """The shipped MNIST DDPM (EMA weights), its noise schedule and its manifest entry.
 
     The U-Net's configuration is read from the manifest (``recipe["model"]``), so the weights always
-    meet the architecture that made them.
+    meet the architecture that made them. ``directory`` defaults to ``course_lib/checkpoints``.
     """
-    from .checkpointing import CHECKPOINT_DIR, load_checkpoint, read_manifest
+    from . import checkpointing
 
-    entry = read_manifest().get("ddpm_mnist")
+    directory = checkpointing.CHECKPOINT_DIR if directory is None else directory
+    entry = checkpointing.read_manifest(directory).get("ddpm_mnist")
     if entry is None:
         raise FileNotFoundError(
-            f"the shipped DDPM 'ddpm_mnist' is not in {CHECKPOINT_DIR / 'manifest.json'}. It ships with the "
+            f"the shipped DDPM 'ddpm_mnist' is not in {directory}/manifest.json. It ships with the "
             "course; if it is missing, restore course_lib/checkpoints/ with git, or train it with "
             "`python -m course_lib.train ddpm_mnist --profile gpu` (minutes on a GPU, over an hour on 2 CPU cores).")
     config = dict(entry["recipe"]["model"])
     config["widths"] = tuple(config["widths"])
     model = UNet(**config).to(device)
-    load_checkpoint(model, "ddpm_mnist")
+    checkpointing.load_checkpoint(model, "ddpm_mnist", directory=directory)
     return model, NoiseSchedule.linear(entry["recipe"].get("T", 1000)), entry
 
 

@@ -15,8 +15,10 @@ from .checkpointing import load_checkpoint, read_manifest
 from .metrics import MnistClassifier, sample_quality
 from .profiles import per_profile
 from .runtime import device, seed_everything
+from .score import NoiseConditionalScoreNet, evaluate_ncsn, geometric_sigmas, ncsn_loss, toy_mixture
 from .train import accuracy, fit, minibatches, warmup_cosine
 from .unet import UNet
+from .vae import ConvVAE, binarized_mnist, evaluate_elbo, evaluate_iwae, vae_loss
 
 
 def mlp_mnist_settings(active: str | None = None):
@@ -29,24 +31,32 @@ def mlp_mnist_settings(active: str | None = None):
     )
 
 
-def mlp_mnist(active: str | None = None, seed: int = 0, show_progress: bool = True):
-    """Train chapter 01's MLP; return ``(model, history, metrics, recipe)``."""
-    cfg = mlp_mnist_settings(active)
+def _train_mnist_classifier(model, make_optimizer, cfg, seed, desc, show_progress, cosine_decay=False):
+    """The loop both MNIST classifiers share: train on ``cfg.n_train`` digits, report test accuracy."""
     generator = seed_everything(seed)
     dev = device()
     x_train, y_train = load_mnist("train")
     x_test, y_test = load_mnist("test")
     x_train, y_train = x_train[:cfg.n_train], y_train[:cfg.n_train]
-    model = MLP(n_hidden=500).to(dev)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    model = model.to(dev)
+    optimizer = make_optimizer(model.parameters())
+    scheduler = warmup_cosine(optimizer, cfg.steps // 20, cfg.steps) if cosine_decay else None
     batches = minibatches(x_train, y_train, batch_size=cfg.batch_size, generator=generator)
-    history = fit(model, mlp_loss, batches, steps=cfg.steps, optimizer=optimizer, device=dev,
-                  eval_fn=lambda m: {"test_acc": accuracy(m, x_test, y_test)}, eval_every=cfg.steps // 4,
-                  desc="MLP on MNIST", show_progress=show_progress)
+    history = fit(model, mlp_loss, batches, steps=cfg.steps, optimizer=optimizer, device=dev, scheduler=scheduler,
+                  eval_fn=lambda m: {"test_acc": accuracy(m, x_test, y_test)}, eval_every=max(cfg.steps // 4, 1),
+                  desc=desc, show_progress=show_progress)
     metrics = {"test_accuracy": round(history.last_eval()["test_acc"], 4),
                "final_train_loss": round(sum(history.losses[-50:]) / len(history.losses[-50:]), 4)}
-    recipe = {"recipe": "course_lib.recipes.mlp_mnist", "seed": seed, **vars(cfg)}
-    return model, history, metrics, recipe
+    return model, history, metrics
+
+
+def mlp_mnist(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train chapter 01's MLP; return ``(model, history, metrics, recipe)``."""
+    cfg = mlp_mnist_settings(active)
+    model, history, metrics = _train_mnist_classifier(
+        MLP(n_hidden=500), lambda params: torch.optim.SGD(params, lr=cfg.lr, momentum=0.9), cfg, seed,
+        "MLP on MNIST", show_progress)
+    return model, history, metrics, {"recipe": "course_lib.recipes.mlp_mnist", "seed": seed, **vars(cfg)}
 
 
 def mnist_classifier_settings(active: str | None = None):
@@ -62,18 +72,9 @@ def mnist_classifier_settings(active: str | None = None):
 def mnist_classifier(active: str | None = None, seed: int = 0, show_progress: bool = True):
     """Train the FID feature extractor; return ``(model, history, metrics, recipe)``."""
     cfg = mnist_classifier_settings(active)
-    generator = seed_everything(seed)
-    dev = device()
-    x_train, y_train = load_mnist("train")
-    x_test, y_test = load_mnist("test")
-    model = MnistClassifier().to(dev)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    batches = minibatches(x_train[:cfg.n_train], y_train[:cfg.n_train], batch_size=cfg.batch_size, generator=generator)
-    history = fit(model, mlp_loss, batches, steps=cfg.steps, optimizer=optimizer, device=dev,
-                  scheduler=warmup_cosine(optimizer, cfg.steps // 20, cfg.steps),
-                  eval_fn=lambda m: {"test_acc": accuracy(m, x_test, y_test)}, eval_every=max(cfg.steps // 4, 1),
-                  desc="MNIST classifier", show_progress=show_progress)
-    metrics = {"test_accuracy": round(history.last_eval()["test_acc"], 4)}
+    model, history, metrics = _train_mnist_classifier(
+        MnistClassifier(), lambda params: torch.optim.Adam(params, lr=cfg.lr), cfg, seed,
+        "MNIST classifier", show_progress, cosine_decay=True)
     return model, history, metrics, {"recipe": "course_lib.recipes.mnist_classifier", "seed": seed, **vars(cfg)}
 
 
@@ -109,7 +110,106 @@ def ddpm_mnist(active: str | None = None, seed: int = 0, show_progress: bool = T
     return ema.model, history, metrics, recipe
 
 
-RECIPES = {"mlp_mnist": mlp_mnist, "mnist_classifier": mnist_classifier, "ddpm_mnist": ddpm_mnist}
+def ncsn_2d_settings(active: str | None = None):
+    """Chapter 10's noise-conditional score network on ``course_lib.score.toy_mixture()`` (8 modes, 2-D).
+
+    Ten geometric noise levels from sigma_max = 8 (the data's diameter) to sigma_min = 0.1, the
+    sigma^2-weighted DSM loss, Adam with warm-up and cosine decay; sampled by annealed Langevin
+    with eps = 2e-3 (so alpha_i / sigma_i^2 = eps / sigma_min^2 = 0.2) and ``steps_per_level`` steps per level.
+    """
+    return per_profile(
+        ci=dict(n_train=100_000, steps=300, batch_size=256, lr=2e-3, hidden=128, sigma_max=8.0, sigma_min=0.1,
+                n_levels=10, eps=2e-3, steps_per_level=100, eval_samples=500),
+        cpu=dict(n_train=100_000, steps=10_000, batch_size=512, lr=2e-3, hidden=128, sigma_max=8.0, sigma_min=0.1,
+                 n_levels=10, eps=2e-3, steps_per_level=100, eval_samples=2_000),
+        gpu=dict(n_train=100_000, steps=30_000, batch_size=1_024, lr=2e-3, hidden=128, sigma_max=8.0, sigma_min=0.1,
+                 n_levels=10, eps=2e-3, steps_per_level=100, eval_samples=2_000),
+        active=active,
+    )
+
+
+def ncsn_2d(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train chapter 10's 2-D NCSN; return ``(model, history, metrics, recipe)``."""
+    cfg = ncsn_2d_settings(active)
+    generator = seed_everything(seed)
+    dev = device()
+    x_train = toy_mixture().sample(cfg.n_train, generator)  # (n_train, 2)
+    sigmas = geometric_sigmas(cfg.sigma_max, cfg.sigma_min, cfg.n_levels)  # (L,)
+    model = NoiseConditionalScoreNet(hidden=cfg.hidden).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = minibatches(x_train, batch_size=cfg.batch_size, generator=generator)
+    history = fit(model, lambda m, batch: ncsn_loss(m, batch[0], sigmas, generator), batches, steps=cfg.steps,
+                  optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, cfg.steps // 20, cfg.steps),
+                  desc="NCSN on 2-D", show_progress=show_progress)
+    metrics = {"final_train_loss": round(sum(history.losses[-200:]) / len(history.losses[-200:]), 4),
+               **evaluate_ncsn(model, sigmas, n=cfg.eval_samples, seed=seed, eps=cfg.eps,
+                               steps_per_level=cfg.steps_per_level)}
+    recipe = {"recipe": "course_lib.recipes.ncsn_2d", "seed": seed, "model": model.config, **vars(cfg)}
+    return model, history, metrics, recipe
+
+
+VAE_BINARIZATION = ("Bernoulli likelihood on binarized pixels: training images re-binarized every batch (dynamic), "
+                    "test images binarized once with torch.bernoulli and seed 0 (course_lib.vae.binarized_mnist)")
+
+
+def _vae_settings(latent_dim: int, gpu_steps: int, max_test_neg_elbo: tuple[float, float, float], active):
+    """The conv VAE's settings per profile; only the latent size, the long run and the bars differ."""
+    ci_bar, cpu_bar, gpu_bar = max_test_neg_elbo
+    common = dict(latent_dim=latent_dim, channels=(32, 64), hidden=128, lr=2e-3)
+    return per_profile(
+        ci=dict(**common, n_train=5_000, steps=60, batch_size=64, warmup=10, iwae_k=0, max_test_neg_elbo=ci_bar),
+        cpu=dict(**common, n_train=60_000, steps=2_000, batch_size=128, warmup=100, iwae_k=100,
+                 max_test_neg_elbo=cpu_bar),
+        gpu=dict(**common, n_train=60_000, steps=gpu_steps, batch_size=128, warmup=200, iwae_k=100,
+                 max_test_neg_elbo=gpu_bar),
+        active=active,
+    )
+
+
+def vae_mnist_settings(active: str | None = None):
+    """Chapter 08's conv VAE, 16-d latent, on binarized MNIST: Adam with warm-up and cosine decay."""
+    return _vae_settings(16, gpu_steps=12_000, max_test_neg_elbo=(260.0, 105.0, 95.0), active=active)
+
+
+def vae_mnist_2d_settings(active: str | None = None):
+    """The same VAE with a 2-D latent, for chapter 08's latent-grid, interpolation and beta widgets."""
+    return _vae_settings(2, gpu_steps=6_000, max_test_neg_elbo=(270.0, 160.0, 150.0), active=active)
+
+
+def _train_vae(name: str, cfg, seed: int, show_progress: bool):
+    generator = seed_everything(seed)
+    dev = device()
+    x_train = load_mnist("train")[0][:cfg.n_train]  # grey values; vae_loss binarizes each batch afresh
+    x_test = binarized_mnist("test", seed=0)  # (10000, 1, 28, 28) of 0/1, fixed
+    model = ConvVAE(latent_dim=cfg.latent_dim, channels=cfg.channels, hidden=cfg.hidden).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = minibatches(x_train, batch_size=cfg.batch_size, generator=generator)
+    history = fit(model, vae_loss, batches, steps=cfg.steps, optimizer=optimizer, device=dev,
+                  scheduler=warmup_cosine(optimizer, cfg.warmup, cfg.steps),
+                  eval_fn=lambda m: evaluate_elbo(m, x_test[:2000]), eval_every=max(cfg.steps // 5, 1),
+                  desc=f"VAE (latent {cfg.latent_dim}) on MNIST", show_progress=show_progress)
+    test = evaluate_elbo(model, x_test)
+    metrics = {"test_neg_elbo_nats": round(test["neg_elbo"], 2), "test_reconstruction_nats": round(test["reconstruction"], 2),
+               "test_kl_nats": round(test["kl"], 2)}
+    if cfg.iwae_k:
+        metrics[f"test_neg_iwae_k{cfg.iwae_k}_nats"] = round(evaluate_iwae(model, x_test, k=cfg.iwae_k), 2)
+    recipe = {"recipe": f"course_lib.recipes.{name}", "seed": seed, "model": model.config,
+              "data": VAE_BINARIZATION, **vars(cfg)}
+    return model, history, metrics, recipe
+
+
+def vae_mnist(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train chapter 08's 16-d conv VAE; return ``(model, history, metrics, recipe)``; metrics in nats per image."""
+    return _train_vae("vae_mnist", vae_mnist_settings(active), seed, show_progress)
+
+
+def vae_mnist_2d(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train chapter 08's 2-D-latent conv VAE; return ``(model, history, metrics, recipe)``."""
+    return _train_vae("vae_mnist_2d", vae_mnist_2d_settings(active), seed, show_progress)
+
+
+RECIPES = {"mlp_mnist": mlp_mnist, "mnist_classifier": mnist_classifier, "ddpm_mnist": ddpm_mnist,
+           "ncsn_2d": ncsn_2d, "vae_mnist": vae_mnist, "vae_mnist_2d": vae_mnist_2d}
 
 # How to rebuild each shipped model from its manifest entry, before its weights are loaded.
 # Register every new checkpoint here: the offline test and the bench load them all through it.
@@ -117,6 +217,9 @@ MODELS = {
     "mlp_mnist": lambda entry: MLP(n_hidden=500),
     "mnist_classifier": lambda entry: MnistClassifier(),
     "ddpm_mnist": lambda entry: UNet(**entry["recipe"]["model"]),
+    "ncsn_2d": lambda entry: NoiseConditionalScoreNet(**entry["recipe"]["model"]),
+    "vae_mnist": lambda entry: ConvVAE(**entry["recipe"]["model"]),
+    "vae_mnist_2d": lambda entry: ConvVAE(**entry["recipe"]["model"]),
 }
 
 
