@@ -278,6 +278,24 @@ def _check_shape(shape) -> tuple:
     return shape
 
 
+def _starting_noise(shape, generator, device, x_T: torch.Tensor | None) -> torch.Tensor:
+    """x_T: the given one, or a fresh draw from N(0, I) (drawn on the CPU, so a seed gives the same x_T anywhere)."""
+    return (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
+
+
+def _walk_timesteps(model: EpsModel, x: torch.Tensor, taus: list[int], step, keep_every: int, desc: str,
+                    show_progress: bool):
+    """Run ``x = step(x, eps_hat, t, t_prev)`` over consecutive pairs of ``taus``; keep x every ``keep_every`` steps."""
+    trajectory = [(taus[0], x.cpu())]
+    pairs = list(zip(taus[:-1], taus[1:]))
+    for i, (t, t_prev) in enumerate(tqdm(pairs, desc=desc, disable=not show_progress, leave=False)):
+        t_batch = torch.full((len(x),), t, dtype=torch.long, device=x.device)
+        x = step(x, model(x, t_batch), t, t_prev)
+        if keep_every and ((i + 1) % keep_every == 0 or t_prev == 0):
+            trajectory.append((t_prev, x.cpu()))
+    return (x, trajectory) if keep_every else x
+
+
 @torch.no_grad()
 def ddpm_sample(model: EpsModel, shape: tuple, schedule: NoiseSchedule, *, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu", variance: str = "beta", clip_x0: bool = True,
@@ -292,7 +310,7 @@ def ddpm_sample(model: EpsModel, shape: tuple, schedule: NoiseSchedule, *, gener
     shape = _check_shape(shape)
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
-    x = (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
+    x = _starting_noise(shape, generator, device, x_T)
     trajectory = [(schedule.T, x.cpu())]
     for t in tqdm(range(schedule.T, 0, -1), desc="DDPM sampling", disable=not show_progress, leave=False):
         t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
@@ -323,18 +341,14 @@ def ddim_sample(model: EpsModel, shape: tuple, schedule: NoiseSchedule, *, steps
     :func:`ddpm_sample`. ``keep_every > 0`` also returns ``[(t, x_t), ...]`` every that many steps.
     """
     shape = _check_shape(shape)
-    x = (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
-    trajectory = [(schedule.T, x.cpu())]
-    taus = ddim_timesteps(schedule.T, steps)
-    for i, (t, t_prev) in enumerate(tqdm(list(zip(taus[:-1], taus[1:])), desc="DDIM sampling",
-                                         disable=not show_progress, leave=False)):
-        t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
+
+    def step(x, eps_hat, t, t_prev):
         needs_noise = eta > 0 and t_prev > 0
         noise = torch.randn(shape, generator=generator).to(device) if needs_noise else None
-        x = ddim_step(x, model(x, t_batch), t, t_prev, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
-        if keep_every and ((i + 1) % keep_every == 0 or t_prev == 0):
-            trajectory.append((t_prev, x.cpu()))
-    return (x, trajectory) if keep_every else x
+        return ddim_step(x, eps_hat, t, t_prev, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
+
+    return _walk_timesteps(model, _starting_noise(shape, generator, device, x_T), ddim_timesteps(schedule.T, steps),
+                           step, keep_every, "DDIM sampling", show_progress)
 
 
 @torch.no_grad()
@@ -344,15 +358,12 @@ def probability_flow_euler_sample(model: EpsModel, shape: tuple, schedule: Noise
     """The probability-flow ODE integrated with the naive Euler method in t (:func:`probability_flow_euler_step`),
     on the same timesteps as :func:`ddim_sample`. No clipping; for comparison with DDIM."""
     shape = _check_shape(shape)
-    x = (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
-    trajectory = [(schedule.T, x.cpu())]
-    taus = ddim_timesteps(schedule.T, steps)
-    for i, (t, t_prev) in enumerate(zip(taus[:-1], taus[1:])):
-        t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
-        x = probability_flow_euler_step(x, model(x, t_batch), t, t_prev, schedule)
-        if keep_every and ((i + 1) % keep_every == 0 or t_prev == 0):
-            trajectory.append((t_prev, x.cpu()))
-    return (x, trajectory) if keep_every else x
+
+    def step(x, eps_hat, t, t_prev):
+        return probability_flow_euler_step(x, eps_hat, t, t_prev, schedule)
+
+    return _walk_timesteps(model, _starting_noise(shape, generator, device, x_T), ddim_timesteps(schedule.T, steps),
+                           step, keep_every, "Euler sampling", show_progress=False)
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -393,18 +404,11 @@ def load_ddpm_mnist(device: torch.device | str = "cpu", directory=None) -> tuple
     meet the architecture that made them. ``directory`` defaults to ``course_lib/checkpoints``.
     """
     from . import checkpointing
+    from .recipes import load_shipped  # recipes imports this module, so the import waits until here
 
     directory = checkpointing.CHECKPOINT_DIR if directory is None else directory
-    entry = checkpointing.read_manifest(directory).get("ddpm_mnist")
-    if entry is None:
-        raise FileNotFoundError(
-            f"the shipped DDPM 'ddpm_mnist' is not in {directory}/manifest.json. It ships with the "
-            "course; if it is missing, restore course_lib/checkpoints/ with git, or train it with "
-            "`python -m course_lib.train ddpm_mnist --profile gpu` (minutes on a GPU, over an hour on 2 CPU cores).")
-    config = dict(entry["recipe"]["model"])
-    config["widths"] = tuple(config["widths"])
-    model = UNet(**config).to(device)
-    checkpointing.load_checkpoint(model, "ddpm_mnist", directory=directory)
+    model = load_shipped("ddpm_mnist", device, directory)
+    entry = checkpointing.read_manifest(directory)["ddpm_mnist"]
     return model, NoiseSchedule.linear(entry["recipe"].get("T", 1000)), entry
 
 

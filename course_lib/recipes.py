@@ -6,12 +6,14 @@ settings (``*_settings()``) for their "train it yourself" cells.
 """
 from __future__ import annotations
 
+import os
+
 import torch
 
+from . import checkpointing
 from .backprop import MLP, mlp_loss
 from .data import load_mnist
 from .diffusion import EMA, NoiseSchedule, ddpm_loss, to_model_range
-from .checkpointing import load_checkpoint, read_manifest
 from .metrics import MnistClassifier, sample_quality
 from .profiles import per_profile
 from .runtime import device, seed_everything
@@ -104,7 +106,7 @@ def ddpm_mnist(active: str | None = None, seed: int = 0, show_progress: bool = T
                   optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, min(200, cfg.steps // 10), cfg.steps),
                   clip_grad_norm=1.0, after_step=ema.update, desc="DDPM on MNIST", show_progress=show_progress)
     metrics = {"final_train_loss": round(sum(history.losses[-100:]) / len(history.losses[-100:]), 4)}
-    if cfg.fid_samples and "mnist_classifier" in read_manifest():
+    if cfg.fid_samples and "mnist_classifier" in checkpointing.read_manifest():
         metrics.update(sample_quality(ema.model, n=cfg.fid_samples, sampler="ddim", steps=50, seed=seed))
     recipe = {"recipe": "course_lib.recipes.ddpm_mnist", "seed": seed, "model": ema.model.config, **vars(cfg)}
     return ema.model, history, metrics, recipe
@@ -223,12 +225,14 @@ MODELS = {
 }
 
 
-def load_shipped(name: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+def load_shipped(name: str, device: torch.device | str = "cpu",
+                 directory: str | os.PathLike = checkpointing.CHECKPOINT_DIR) -> torch.nn.Module:
     """The shipped model ``name``, rebuilt as its recipe made it, weights loaded, in eval mode."""
-    entry = read_manifest().get(name)
-    if entry is None or name not in MODELS:
-        raise FileNotFoundError(f"no shipped checkpoint named {name!r}; shipped: {', '.join(sorted(read_manifest()))}. "
-                                f"Train it with `python -m course_lib.train {name} --profile cpu`.")
-    model = MODELS[name](entry).to(device)
-    load_checkpoint(model, name)
+    manifest = checkpointing.read_manifest(directory)
+    if name not in manifest or name not in MODELS:
+        raise FileNotFoundError(f"no shipped checkpoint named {name!r} in {directory}; shipped: "
+                                f"{', '.join(sorted(manifest)) or 'none'}. Restore course_lib/checkpoints/ with git, "
+                                f"or retrain it with `python -m course_lib.train {name} --profile cpu|gpu`.")
+    model = MODELS[name](manifest[name]).to(device)
+    checkpointing.load_checkpoint(model, name, directory=directory)
     return model

@@ -132,7 +132,8 @@ class UNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-2:] != (28, 28):
             raise ValueError(f"UNet expects (N, C, 28, 28) images, got {tuple(x.shape)}")
-        t = torch.as_tensor(t, device=x.device).expand(len(x)) if torch.as_tensor(t).ndim == 0 else t
+        t = torch.as_tensor(t, device=x.device)
+        t = t.expand(len(x)) if t.ndim == 0 else t
         emb = self.embed(t, labels)
         h0 = self.down0(self.in_conv(x), emb)                         # (N, w0, 28, 28)
         h1 = self.down1(self.pool0(h0), emb)                          # (N, w1, 14, 14)
