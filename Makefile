@@ -33,7 +33,7 @@ lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir=chapters $(ROOT_FLAG) $(LAB_ARGS)
 
 test: data
-	COURSE_PROFILE=ci .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
+	COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 tests $(NOTEBOOKS)
 
 sync: install

@@ -12,6 +12,10 @@ One module per concern:
 - ``check``: exercise checks and ``show_solution()``
 - ``losses``, ``backprop``: chapter 01's stable losses and hand-written backprop
 - ``metrics``: FID on a shipped MNIST classifier's features, with the real-vs-real floor
+- ``spectral``: chapter 02's PCA, Rayleigh quotients, graph Laplacian, Normalized Cut (Lanczos, pixel graphs, recursive cuts)
+- ``cnn``: chapter 03's conv arithmetic, receptive fields (recursion, autograd, ERF), SmallCNN, Grad-CAM, CutMix
+- ``vit``, ``cvt``: chapter 04's patches, attention, ViT (parameter and multiply-add counts, rollout), and CvT
+- ``dino``, ``mae``: chapter 05's DINO (loss, centre, EMA teacher, multi-crop, [CLS]-attention IoU, TokenCut) and MAE
 - ``vae``: chapter 08's conv VAE, Gaussian KL, ELBO and IWAE bound in nats per image, binarized MNIST
 - ``score``: chapter 10's score matching (ISM, SSM, DSM), Langevin samplers, Tweedie, the 2-D NCSN
 - ``diffusion``, ``unet``: chapter 11's noise schedules, DDPM/DDIM samplers and U-Net

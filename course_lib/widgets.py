@@ -49,3 +49,89 @@ def interactive_figure(draw: Callable, *, nrows: int = 1, ncols: int = 1, figsiz
     box = widgets.VBox([widgets.HBox(list(controls.values())), output])
     box.redraw, box.figure = redraw, figure
     return box
+
+
+def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int = 1, *, titles=None,
+                       figsize=(11, 3.6), image: int = 0, layer: int = -1, head=None, query: int = 0,
+                       rollout: bool = True, temperature: bool = True) -> widgets.VBox:
+    """Attention maps of a vision transformer over its patch grid, drawn on the images.
+
+    ``images`` (B, C, H, W) in [0, 1]; ``attentions`` a list with one (B, heads, T, T) tensor per layer,
+    T = ``prefix_tokens`` + (H / P)(W / P) (what ``ViT.encode(images, return_attention=True)`` returns);
+    ``prefix_tokens`` counts the tokens before the patches: 1 for a [CLS] token, 0 for DiT.
+    Controls: the image, the layer, the head ("mean" averages them), the query token (0 is [CLS]
+    when there is one), "attention" or "rollout" (through the layers up to the chosen one, heads
+    averaged), and a softmax temperature T (rows re-softmaxed as softmax(log A / T)).
+    Panels: the image with the query patch framed; the query's attention over the patches on the image
+    (scaled to its own maximum); the same weights unscaled, with a colour bar, and the share that went
+    to the prefix tokens. Returns the widget box of :func:`interactive_figure`.
+    """
+    import torch
+    from matplotlib.patches import Rectangle
+
+    from .plotting import overlay_heatmap
+    from .vit import select_attention
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError("images must be a tensor (B, C, H, W); add a batch dimension with images[None]")
+    if not isinstance(attentions, (list, tuple)) or not attentions:
+        raise ValueError("attentions must be a non-empty list of (B, heads, T, T) tensors, one per layer")
+    b, _, height, width = images.shape
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"image size {height}x{width} is not a multiple of the patch size {patch_size}")
+    grid = (height // patch_size, width // patch_size)
+    tokens = prefix_tokens + grid[0] * grid[1]
+    for i, weights in enumerate(attentions):
+        if weights.ndim != 4 or weights.shape[0] != b or weights.shape[-2:] != (tokens, tokens):
+            raise ValueError(f"attentions[{i}] has shape {tuple(weights.shape)}; expected ({b}, heads, {tokens}, "
+                             f"{tokens}) for {prefix_tokens} prefix token(s) and a {grid[0]}x{grid[1]} patch grid")
+    heads = attentions[0].shape[1]
+    titles = list(titles) if titles is not None else [f"image {i}" for i in range(b)]
+    if len(titles) != b:
+        raise ValueError(f"{b} images but {len(titles)} titles")
+
+    def token_name(q):
+        if q < prefix_tokens:
+            return "[CLS]" if prefix_tokens == 1 else f"prefix token {q}"
+        row, col = divmod(q - prefix_tokens, grid[1])
+        return f"patch (row {row}, col {col})"
+
+    def draw(axes, image, layer, head, query, view, temperature):
+        picture = images[image].detach().cpu().float()
+        row = select_attention(attentions, image, layer, head, query, rollout=view == "rollout",
+                               temperature=temperature).cpu()
+        patch_map = row[prefix_tokens:].reshape(grid)
+        ax_image, ax_overlay, ax_weights = axes
+        ax_image.imshow(picture.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
+        if query >= prefix_tokens:
+            r, c = divmod(query - prefix_tokens, grid[1])
+            ax_image.add_patch(Rectangle((c * patch_size - 0.5, r * patch_size - 0.5), patch_size, patch_size,
+                                         fill=False, color="red", lw=2))
+        ax_image.set_title(f"{titles[image]}; query {token_name(query)}", fontsize=9)
+        ax_image.axis("off")
+        which = "rollout, layers 0-" + str(layer % len(attentions)) if view == "rollout" else \
+            f"layer {layer % len(attentions)}, " + ("heads averaged" if head is None else f"head {head}")
+        overlay_heatmap(picture, patch_map, ax=ax_overlay, alpha=0.55)
+        ax_overlay.set_title(f"{which}, T = {temperature:.2g}\n(scaled to its maximum)", fontsize=9)
+        shown = ax_weights.imshow(patch_map.numpy(), cmap="viridis", vmin=0)
+        ax_weights.figure.colorbar(shown, ax=ax_weights, fraction=0.046)
+        prefix_share = float(row[:prefix_tokens].sum()) if prefix_tokens else 0.0
+        ax_weights.set_title(f"weights on the {grid[0]}x{grid[1]} patches\n"
+                             f"(sum {float(patch_map.sum()):.2f}; prefix tokens {prefix_share:.2f})", fontsize=9)
+        ax_weights.set_xticks([])
+        ax_weights.set_yticks([])
+
+    head_options = [("mean", None)] + [(str(h), h) for h in range(heads)]
+    controls = dict(
+        image=widgets.IntSlider(value=image, min=0, max=b - 1, description="image"),
+        layer=widgets.IntSlider(value=layer % len(attentions), min=0, max=len(attentions) - 1, description="layer"),
+        head=widgets.Dropdown(options=head_options, value=head, description="head"),
+        query=widgets.IntSlider(value=query, min=0, max=tokens - 1, description="query token"),
+        view=widgets.ToggleButtons(options=["attention", "rollout"] if rollout else ["attention"],
+                                   value="attention", description="view"),
+        temperature=widgets.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05, description="T",
+                                           disabled=not temperature),
+    )
+    box = interactive_figure(draw, ncols=3, figsize=figsize, **controls)
+    box.children[0].layout.flex_flow = "row wrap"  # six controls: let them wrap on a narrow screen
+    return box

@@ -56,3 +56,10 @@ def test_classifier_and_ddpm_recipes_run_under_ci():
 def test_data_check_reports_mnist(capsys):
     data_main.main()
     assert "MNIST          ok" in capsys.readouterr().out
+
+
+def test_vit_recipe_runs_under_ci_and_shifts_only_in_the_long_run():
+    model, history, metrics, recipe = recipes.vit_mnist("ci", show_progress=False)
+    assert len(history.losses) == recipe["steps"] and metrics["test_accuracy"] >= recipe["min_test_accuracy"]
+    assert recipe["model"]["patch_size"] == 4 and recipe["max_shift"] == 0
+    assert recipes.vit_mnist_settings("gpu").max_shift > 0

@@ -27,9 +27,23 @@ def _overlaps(box, boxes) -> bool:
     return any(x0 <= b[2] and b[0] <= x1 and y0 <= b[3] and b[1] <= y1 for b in boxes)
 
 
+def _stripes(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    """A (3, size, size) background of soft stripes between two dark colours, random angle and period."""
+    angle = rng.uniform(0.0, np.pi)
+    period = rng.uniform(3.0, 8.0)
+    phase = rng.uniform(0.0, 2 * np.pi)
+    wave = 0.5 + 0.5 * np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period + phase)
+    colours = rng.uniform(0.0, 0.4, size=(2, 3)).astype(np.float32)
+    return colours[0][:, None, None] + (colours[1] - colours[0])[:, None, None] * wave[None].astype(np.float32)
+
+
 def make_shapes(n: int, *, size: int = 64, max_objects: int = 3, min_radius: int = 6,
-                max_radius: int = 14, noise: float = 0.05, seed: int = 0) -> dict:
+                max_radius: int = 14, noise: float = 0.05, seed: int = 0, background: str = "flat") -> dict:
     """Draw ``n`` scenes of 1..``max_objects`` non-overlapping shapes.
+
+    ``background``: "flat" (one dark colour plus noise) or "stripes" (soft stripes of two dark
+    colours at a random angle and period, plus noise: a texture, so that the object is not simply
+    "the pixels that differ from the background colour").
 
     Returns a dict of tensors (``M = max_objects``; unused object slots are padding):
 
@@ -43,6 +57,8 @@ def make_shapes(n: int, *, size: int = 64, max_objects: int = 3, min_radius: int
         raise ValueError(f"need n >= 1 and max_objects >= 1, got n={n}, max_objects={max_objects}")
     if not 1 <= min_radius <= max_radius or 2 * max_radius + 3 > size:
         raise ValueError(f"radii {min_radius}..{max_radius} do not fit in a {size}x{size} image")
+    if background not in ("flat", "stripes"):
+        raise ValueError(f"background must be 'flat' or 'stripes', got {background!r}")
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     images = np.empty((n, 3, size, size), np.float32)
@@ -51,8 +67,11 @@ def make_shapes(n: int, *, size: int = 64, max_objects: int = 3, min_radius: int
     masks = np.zeros((n, max_objects, size, size), bool)
     counts = np.zeros(n, np.int64)
     for i in range(n):
-        background = rng.uniform(0.0, 0.35, size=3).astype(np.float32)
-        image = background[:, None, None] + noise * rng.standard_normal((3, size, size)).astype(np.float32)
+        if background == "stripes":
+            base = _stripes(rng, size, yy, xx)
+        else:
+            base = rng.uniform(0.0, 0.35, size=3).astype(np.float32)[:, None, None]
+        image = base + noise * rng.standard_normal((3, size, size)).astype(np.float32)
         placed = []
         for _ in range(int(rng.integers(1, max_objects + 1))):
             for _attempt in range(50):
