@@ -63,3 +63,16 @@ def test_vit_recipe_runs_under_ci_and_shifts_only_in_the_long_run():
     assert len(history.losses) == recipe["steps"] and metrics["test_accuracy"] >= recipe["min_test_accuracy"]
     assert recipe["model"]["patch_size"] == 4 and recipe["max_shift"] == 0
     assert recipes.vit_mnist_settings("gpu").max_shift > 0
+
+
+def test_bench_shows_the_chapter_04_and_05_bars_are_met(capsys):
+    bench.main(["vit_mnist", "dino_shapes", "mae_mnist"])
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert float(rows["vit_mnist"].split("(10k)")[1].split()[0]) >= 0.985
+    assert " beats the centre prior" in rows["dino_shapes"]
+    best_head_iou = float(rows["dino_shapes"].split("200 scenes")[1].split()[0])
+    centre_prior_iou = float(rows["dino_shapes"].split("patches)")[1].split(";")[0])
+    assert best_head_iou > centre_prior_iou + 0.1
+    masked_mse = float(rows["mae_mnist"].split("10k")[1].split()[0])
+    mean_fill = float(rows["mae_mnist"].split("visible ones)")[1].split(";")[0])
+    assert masked_mse < 0.5 * mean_fill
