@@ -74,7 +74,7 @@ import course_lib.vit
 import course_lib.widgets
 from course_lib import device, per_profile, profile, seed_everything
 from course_lib.cvt import ConvAttention, ConvEmbedding, CvT, conv_output_size
-from course_lib.cnn import random_crop_flip
+from course_lib.cnn import classification_loss, random_crop_flip
 from course_lib.data import FASHION_CLASSES, load_fashion_mnist, load_mnist
 from course_lib.metrics import MnistClassifier
 from course_lib.train import accuracy, fit, minibatches, warmup_cosine
@@ -561,16 +561,14 @@ shift_generator = torch.Generator().manual_seed(1)
 max_shift = cfg.max_shift  # the gpu recipe moves each digit by up to 2 pixels; 0: no augmentation
 
 
-def classification_loss(model, batch):
-    images, labels = batch
-    return F.cross_entropy(model(images), labels)  # logits in, as chapter 01 says
+def shift_digits(images):
+    """Pad by max_shift zeros and crop back at a random place: a shift of up to max_shift pixels."""
+    return random_crop_flip(images, max_shift, flip=False, generator=shift_generator)
 
 
 def vit_loss(model, batch):
-    images, labels = batch
-    if max_shift:  # pad by max_shift zeros and crop back at a random place: a shift of up to max_shift pixels
-        images = random_crop_flip(images, max_shift, flip=False, generator=shift_generator)
-    return classification_loss(model, (images, labels))
+    # chapter 03's classification_loss: cross entropy from logits (as chapter 01 says), after the augmentation if any
+    return classification_loss(model, batch, shift_digits if max_shift else None)
 
 
 x_monitor, y_monitor = x_test[-n_monitor:], y_test[-n_monitor:]  # watched during training

@@ -11,18 +11,20 @@ import inspect
 import time
 
 from .checkpointing import read_manifest
-from .data import load_mnist
+from .data import load_fashion_mnist, load_mnist
 from .metrics import sample_quality
 from .recipes import RECIPES, load_shipped
 from .train import accuracy
 
 
-def _classifier_evaluator(name: str, reference: str):
-    """An MNIST classifier: its test accuracy on all 10,000 test digits."""
+def _classifier_evaluator(name: str, reference: str, dataset: str = "MNIST"):
+    """A classifier: its accuracy on all 10,000 test images of ``dataset`` ("MNIST" or "Fashion-MNIST")."""
+    load = {"MNIST": load_mnist, "Fashion-MNIST": load_fashion_mnist}[dataset]
+
     def evaluate(entry: dict) -> dict:
-        x_test, y_test = load_mnist("test")
-        return {"metric": "MNIST test accuracy (10k)", "value": f"{accuracy(load_shipped(name), x_test, y_test):.4f}",
-                "reference": reference}
+        x_test, y_test = load("test")
+        return {"metric": f"{dataset} test accuracy (10k)",
+                "value": f"{accuracy(load_shipped(name), x_test, y_test):.4f}", "reference": reference}
     return evaluate
 
 
@@ -66,18 +68,6 @@ def _ncsn_2d(entry: dict) -> dict:
                          f"error at sigma = {recipe['sigma_max']:g}/mid/{recipe['sigma_min']:g}: {errors}"}
 
 
-def _cnn_fashion(entry: dict) -> dict:
-    """Chapter 03's SmallCNN: its test accuracy on all 10,000 Fashion-MNIST test images."""
-    from .data import load_fashion_mnist
-
-    x_test, y_test = load_fashion_mnist("test")
-    value = accuracy(load_shipped("cnn_fashion"), x_test, y_test, batch_size=250)
-    return {"metric": "Fashion-MNIST test accuracy (10k)", "value": f"{value:.4f}",
-            "reference": "bar >= 0.91; Fashion-MNIST README (as submitted): 2-conv nets 0.876-0.925, ResNet-18 0.949, "
-                         "WRN-40-4 0.967, human labellers 0.835"}
-
-
-
 def _dino_shapes(entry: dict) -> dict:
     """Chapter 05's DINO: the best head's [CLS] attention (60%-mass mask) against the object masks of 200 held-out scenes."""
     from .dino import evaluate_dino
@@ -103,6 +93,7 @@ def _mae_mnist(entry: dict) -> dict:
             "reference": f"mean-fill baseline (each hidden pixel = mean of the visible ones) {r['mean_fill_mse']:.4f}; "
                          "raw-pixel target in [0, 1]"}
 
+
 EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer MLP, 800 hidden, cross entropy "
                                                    "(Simard et al. 2003)"),
               "mnist_classifier": _classifier_evaluator("mnist_classifier", "0.99+: small CNNs (LeNet-5 0.991, LeCun "
@@ -116,7 +107,9 @@ EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer ML
               "vae_mnist_2d": _vae_evaluator("vae_mnist_2d", "J=2 pays ~50 nats more than vae_mnist (J=16) "
                                              "for a latent space you can draw"),
               "ncsn_2d": _ncsn_2d,
-              "cnn_fashion": _cnn_fashion,
+              "cnn_fashion": _classifier_evaluator("cnn_fashion", "bar >= 0.91; Fashion-MNIST README (as submitted): "
+                                                   "2-conv nets 0.876-0.925, ResNet-18 0.949, WRN-40-4 0.967, human "
+                                                   "labellers 0.835", dataset="Fashion-MNIST"),
               "dino_shapes": _dino_shapes,
               "mae_mnist": _mae_mnist}
 

@@ -115,9 +115,11 @@ def vit_mnist(active: str | None = None, seed: int = 0, show_progress: bool = Tr
     cfg = vit_mnist_settings(active)
     shifts = torch.Generator().manual_seed(seed + 1)
 
+    def shift(images):
+        return random_crop_flip(images, cfg.max_shift, flip=False, generator=shifts)
+
     def loss_fn(model, batch):
-        images, labels = batch
-        return mlp_loss(model, (random_crop_flip(images, cfg.max_shift, flip=False, generator=shifts), labels))
+        return classification_loss(model, batch, shift)
 
     model, history, metrics = _train_mnist_classifier(
         lambda: ViT(**cfg.model), lambda params: torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
