@@ -15,7 +15,7 @@ help:
 	@echo "make lab    install the course into .venv, prepare the data, open JupyterLab on chapters/"
 	@echo "            (headless: make lab LAB_ARGS=--no-browser)"
 	@echo "make test   install if needed, then unit tests + every chapter under COURSE_PROFILE=ci, offline"
-	@echo "make sync   regenerate chapters/*.ipynb (no outputs) from the chapters/*.py sources"
+	@echo "make sync   regenerate chapters/*.ipynb (no outputs, cell ids kept) from the chapters/*.py sources"
 	@echo "make bench  what each shipped model reaches and how long it took"
 
 install: $(STAMP)
@@ -37,7 +37,8 @@ test: data
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 tests $(NOTEBOOKS)
 
 sync: install
-	$(BIN)/jupytext --to ipynb $(CHAPTERS)
+	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)
+	$(BIN)/jupyter nbconvert --log-level=WARN --clear-output --inplace $(NOTEBOOKS)
 
 bench: install
 	$(BIN)/python -m course_lib.bench

@@ -16,7 +16,11 @@ One module per concern:
 - ``cnn``: chapter 03's conv arithmetic, receptive fields (recursion, autograd, ERF), SmallCNN, Grad-CAM, CutMix
 - ``vit``, ``cvt``: chapter 04's patches, attention, ViT (parameter and multiply-add counts, rollout), and CvT
 - ``dino``, ``mae``: chapter 05's DINO (loss, centre, EMA teacher, multi-crop, [CLS]-attention IoU, TokenCut) and MAE
+- ``boxes``, ``yolo``, ``detr``, ``maskformer``: chapter 06's IoU/GIoU, NMS and mAP; the YOLOv1 loss; Hungarian matching,
+  the set loss and a tiny DETR; MaskFormer's mask loss and Mask2Former's masked attention
+- ``clip``: chapter 07's symmetric InfoNCE, word tokenizer, text transformer, TinyCLIP, zero-shot prompts
 - ``vae``: chapter 08's conv VAE, Gaussian KL, ELBO and IWAE bound in nats per image, binarized MNIST
+- ``gan``, ``draggan``: chapter 09's D* and JSD on a grid, GAN losses from logits, toy GANs, the MNIST DCGAN and its FID; a mini DragGAN
 - ``score``: chapter 10's score matching (ISM, SSM, DSM), Langevin samplers, Tweedie, the 2-D NCSN
 - ``diffusion``, ``unet``: chapter 11's noise schedules, DDPM/DDIM samplers and U-Net
 - ``recipes``: the recipe behind every shipped checkpoint, and ``load_shipped(name)``

@@ -94,6 +94,49 @@ def _mae_mnist(entry: dict) -> dict:
                          "raw-pixel target in [0, 1]"}
 
 
+def _detr_shapes(entry: dict) -> dict:
+    """Chapter 06's tiny DETR: mAP@0.5 (VOC all-point) on 500 held-out shapes scenes, and the matched-box count."""
+    from .detr import evaluate_detr, evaluation_scenes, random_init_reference
+
+    scenes = evaluation_scenes(500)
+    r = evaluate_detr(load_shipped("detr_shapes"), scenes)
+    floor = random_init_reference(entry["recipe"]["model"], scenes)
+    aps = "/".join(f"{a:.3f}" for a in r["ap50"])
+    return {"metric": "mAP@0.5, 500 held-out scenes (48x48, 1-3 obj)", "value": f"{r['map50']:.4f}",
+            "random_init_map50": floor["map50"],
+            "reference": f"random-init model {floor['map50']:.4f}; {r['matched']}/{r['total']} ground-truth boxes "
+                         f"matched (right class, IoU >= 0.5, score >= 0.5) with {r['false_positives']} false positives; "
+                         f"AP per class circle/square/triangle {aps}"}
+
+
+def _clip_mnist(entry: dict) -> dict:
+    """Chapter 07's tiny CLIP: zero-shot accuracy on all 10,000 MNIST test digits, prompt ensemble of the training
+    templates; each held-out template on its own; the linear probe from the manifest."""
+    from .clip import HELD_OUT_TEMPLATES, evaluate_clip
+
+    x_test, y_test = load_mnist("test")
+    r = evaluate_clip(load_shipped("clip_mnist"), x_test, y_test)
+    held_out = "; ".join(f"held-out template '{t}' {r[f'held_out_{i}_acc']:.4f}" for i, t in enumerate(HELD_OUT_TEMPLATES))
+    probe = entry["metrics"].get("linear_probe_test_accuracy")
+    return {"metric": "MNIST zero-shot acc (10k), train prompts", "value": f"{r['zero_shot_acc']:.4f}",
+            "reference": f"chance 0.10; {held_out}; linear probe on the frozen image features {probe} (manifest); "
+                         f"supervised mnist_classifier 0.99; 1/tau = {r['logit_scale_exp']:.1f}"}
+
+
+def _gan_mnist(entry: dict, fid_samples: int = 2000) -> dict:
+    """Chapter 09's DCGAN: FID of its samples on the classifier's features, next to the real-vs-real floor
+    (the same reference digits, floor and n as ddpm_mnist, so the two compare)."""
+    from .gan import sample_quality as gan_sample_quality
+
+    report = gan_sample_quality(load_shipped("gan_mnist"), n=fid_samples)
+    return {"metric": f"FID, classifier features, n={report['fid_n']}, GAN",
+            "value": f"{report['fid']:.2f}",
+            "reference": f"real-vs-real floor {report['fid_floor']:.2f} at the same n; ddpm_mnist "
+                         f"{read_manifest().get('ddpm_mnist', {}).get('metrics', {}).get('fid', 'n/a')} (manifest, "
+                         f"n=2000); label entropy per image {report['per_image_label_entropy']:.3f}, "
+                         f"of the label mix {report['marginal_label_entropy']:.3f} (ln 10 = 2.303)"}
+
+
 EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer MLP, 800 hidden, cross entropy "
                                                    "(Simard et al. 2003)"),
               "mnist_classifier": _classifier_evaluator("mnist_classifier", "0.99+: small CNNs (LeNet-5 0.991, LeCun "
@@ -111,7 +154,10 @@ EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer ML
                                                    "2-conv nets 0.876-0.925, ResNet-18 0.949, WRN-40-4 0.967, human "
                                                    "labellers 0.835", dataset="Fashion-MNIST"),
               "dino_shapes": _dino_shapes,
-              "mae_mnist": _mae_mnist}
+              "mae_mnist": _mae_mnist,
+              "clip_mnist": _clip_mnist,
+              "detr_shapes": _detr_shapes,
+              "gan_mnist": _gan_mnist}
 
 
 def main(argv=None) -> None:

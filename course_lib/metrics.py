@@ -115,7 +115,6 @@ def sample_quality(eps_model, n: int = 2000, sampler: str = "ddim", steps: int =
     compares them with ``n`` real test digits; ``fid_floor`` is the same FID between two disjoint
     sets of ``n`` real test digits.
     """
-    from .data import load_mnist
     from .diffusion import NoiseSchedule, ddim_sample, ddpm_sample, to_pixel_range
 
     device = next(eps_model.parameters()).device
@@ -132,14 +131,28 @@ def sample_quality(eps_model, n: int = 2000, sampler: str = "ddim", steps: int =
         else:
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         chunks.append(to_pixel_range(x).cpu())
-    samples = torch.cat(chunks)
-    classifier = shipped_classifier(device)
+    report = quality_of_samples(torch.cat(chunks), shipped_classifier(device))
+    return {**report, "sampler": f"{sampler}-{steps}" if sampler == "ddim" else "ddpm-1000"}
+
+
+@torch.no_grad()
+def quality_of_samples(samples: torch.Tensor, classifier: MnistClassifier | None = None) -> dict:
+    """FID (domain features) of ``n`` generated digits (n, 1, 28, 28) in [0, 1] against ``n`` real test digits.
+
+    ``fid_floor`` is the same FID between two disjoint sets of ``n`` real test digits: every generative
+    model of the course (DDPM, GAN, ...) is scored against the same reference set and floor, so FIDs
+    at equal ``n`` compare.
+    """
+    from .data import load_mnist
+
+    if samples.dim() != 4 or tuple(samples.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected samples of shape (n, 1, 28, 28) in [0, 1], got {tuple(samples.shape)}")
+    classifier = classifier or shipped_classifier()
+    n = len(samples)
     reference, twin = _real_split(n, load_mnist("test")[0])
     real_features = classifier_outputs(reference, classifier)[0]
-    sample_features = classifier_outputs(samples, classifier)[0]
     entropies = label_entropies(samples, classifier)
-    return {"fid": round(frechet_distance(sample_features, real_features), 3),
+    return {"fid": round(frechet_distance(classifier_outputs(samples, classifier)[0], real_features), 3),
             "fid_floor": round(frechet_distance(classifier_outputs(twin, classifier)[0], real_features), 3),
-            "fid_n": n, "sampler": f"{sampler}-{steps}" if sampler == "ddim" else "ddpm-1000",
-            "per_image_label_entropy": round(entropies["per_image_entropy"], 4),
+            "fid_n": n, "per_image_label_entropy": round(entropies["per_image_entropy"], 4),
             "marginal_label_entropy": round(entropies["marginal_entropy"], 4)}
