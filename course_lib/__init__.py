@@ -23,6 +23,9 @@ One module per concern:
 - ``gan``, ``draggan``: chapter 09's D* and JSD on a grid, GAN losses from logits, toy GANs, the MNIST DCGAN and its FID; a mini DragGAN
 - ``score``: chapter 10's score matching (ISM, SSM, DSM), Langevin samplers, Tweedie, the 2-D NCSN
 - ``diffusion``, ``unet``: chapter 11's noise schedules, DDPM/DDIM samplers and U-Net
+- ``ldm``, ``dit``: chapter 13's KL autoencoder, latent scale factor, latent U-Net and sampler; DiT with adaLN-Zero
+- ``guidance``: chapter 12's Bayes rule on scores, classifier guidance, classifier-free guidance (label dropout, both
+  weight conventions), the CFG sweep, inpainting by replacement
 - ``recipes``: the recipe behind every shipped checkpoint, and ``load_shipped(name)``
 """
 from .profiles import PROFILES, per_profile, profile

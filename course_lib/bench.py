@@ -137,6 +137,74 @@ def _gan_mnist(entry: dict, fid_samples: int = 2000) -> dict:
                          f"of the label mix {report['marginal_label_entropy']:.3f} (ln 10 = 2.303)"}
 
 
+def _cfg_mnist(entry: dict, fid_samples: int = 500) -> dict:
+    """Chapter 12's classifier-free guidance: for each scale s (course convention: s = 1 conditional), the shipped
+    classifier's accuracy on the intended label and the FID (classifier features) with its floor; n = min(fid_samples, 500)
+    samples per s (labels 0-9 in turn), DDIM-10 (few steps: 55,000 U-Net image evaluations in all, about 4 min on 2
+    busy CPU cores; ``--fid-samples 100`` takes ~30 s)."""
+    from .guidance import evaluate_cfg
+
+    n, steps = min(fid_samples, 500), 10
+    rows = evaluate_cfg(load_shipped("cfg_mnist"), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0), n=n, steps=steps)
+    best = max(rows, key=lambda row: row["label_accuracy"])
+    sweep = "; ".join(f"s={row['scale']:g}: acc {row['label_accuracy']:.3f} FID {row['fid']:.1f}" for row in rows)
+    return {"metric": f"label acc at best s, n={n}/s, ddim-{steps}", "value": f"{best['label_accuracy']:.4f}",
+            "reference": f"best s = {best['scale']:g} (target >= 0.95); {sweep}; real-vs-real FID floor "
+                         f"{rows[0]['fid_floor']:.2f} at the same n"}
+
+
+def _ldm_autoencoder(entry: dict) -> dict:
+    """Chapter 13's KL autoencoder: reconstruction error (from mu) on the 10,000 test digits, and its scale factor."""
+    from .ldm import encode_latents, evaluate_autoencoder
+
+    model = load_shipped("ldm_autoencoder")
+    x_test = load_mnist("test")[0]
+    r = evaluate_autoencoder(model, x_test)
+    std = encode_latents(model, x_test).std().item()
+    zero_mse = x_test.pow(2).mean().item()
+    mean_digit_mse = (x_test - load_mnist("train")[0].mean(0)).pow(2).mean().item()
+    return {"metric": "recon. MSE/pixel from mu, 10k test digits", "value": f"{r['mse_per_pixel']:.5f}",
+            "reference": f"PSNR {r['psnr_db']:.1f} dB; baselines: every pixel 0 {zero_mse:.4f}, the mean training "
+                         f"digit {mean_digit_mse:.4f}; "
+                         f"28x28 -> 4x7x7 (4x fewer values); scale factor {float(model.scale_factor):.4f}, scaled "
+                         f"test latents have std {std:.3f} (target 1)"}
+
+
+def _dit_mnist(entry: dict, fid_samples: int = 500, steps: int = 25, guidance_scale: float = 5.0) -> dict:
+    """Chapter 13's latent DiT against pixel-space ddpm_mnist, both sampled now with DDIM (same steps, same
+    n = min(fid_samples, 500)): FID (unguided and with classifier-free guidance at s = 5) with the floor, and the
+    sampling time per image."""
+    import torch
+
+    n = min(fid_samples, 500)
+    from .diffusion import NoiseSchedule, ddim_sample, load_ddpm_mnist, to_pixel_range
+    from .ldm import balanced_labels, sample_latent_diffusion
+    from .metrics import quality_of_samples
+
+    dit, autoencoder = load_shipped("dit_mnist"), load_shipped("ldm_autoencoder")
+    schedule = NoiseSchedule.linear(entry["recipe"]["T"])
+    start = time.perf_counter()
+    samples = sample_latent_diffusion(dit, autoencoder, balanced_labels(n), schedule, steps=steps,
+                                      generator=torch.Generator().manual_seed(0))
+    latent_ms = 1000 * (time.perf_counter() - start) / n
+    guided = sample_latent_diffusion(dit, autoencoder, balanced_labels(n), schedule, steps=steps,
+                                     guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(0))
+    pixel_unet, pixel_schedule, _ = load_ddpm_mnist()
+    start = time.perf_counter()
+    pixel = ddim_sample(pixel_unet, (n, 1, 28, 28), pixel_schedule, steps=steps,
+                        generator=torch.Generator().manual_seed(0), show_progress=False)
+    pixel_ms = 1000 * (time.perf_counter() - start) / n
+    r, r_guided = quality_of_samples(samples), quality_of_samples(guided)
+    r_pixel = quality_of_samples(to_pixel_range(pixel))
+    return {"metric": f"FID, classifier features, n={r['fid_n']}, ddim-{steps}, latent", "value": f"{r['fid']:.2f}",
+            "reference": f"real-vs-real floor {r['fid_floor']:.2f} at the same n; with CFG s = {guidance_scale:g} "
+                         f"{r_guided['fid']:.2f}; pixel-space ddpm_mnist (unconditional) {r_pixel['fid']:.2f} at the "
+                         f"same n and steps; sampling {latent_ms:.2f} ms/image (latent DiT + decoder) vs "
+                         f"{pixel_ms:.2f} ms/image (pixel U-Net), timed now ({pixel_ms / latent_ms:.1f}x); label "
+                         f"entropy per image {r['per_image_label_entropy']:.3f}, of the label mix "
+                         f"{r['marginal_label_entropy']:.3f}"}
+
+
 EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer MLP, 800 hidden, cross entropy "
                                                    "(Simard et al. 2003)"),
               "mnist_classifier": _classifier_evaluator("mnist_classifier", "0.99+: small CNNs (LeNet-5 0.991, LeCun "
@@ -157,7 +225,10 @@ EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer ML
               "mae_mnist": _mae_mnist,
               "clip_mnist": _clip_mnist,
               "detr_shapes": _detr_shapes,
-              "gan_mnist": _gan_mnist}
+              "gan_mnist": _gan_mnist,
+              "cfg_mnist": _cfg_mnist,
+              "ldm_autoencoder": _ldm_autoencoder,
+              "dit_mnist": _dit_mnist}
 
 
 def main(argv=None) -> None:

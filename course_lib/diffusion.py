@@ -278,14 +278,15 @@ def _check_shape(shape) -> tuple:
     return shape
 
 
-def _starting_noise(shape, generator, device, x_T: torch.Tensor | None) -> torch.Tensor:
+def starting_noise(shape, generator, device, x_T: torch.Tensor | None) -> torch.Tensor:
     """x_T: the given one, or a fresh draw from N(0, I) (drawn on the CPU, so a seed gives the same x_T anywhere)."""
     return (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
 
 
-def _walk_timesteps(model: EpsModel, x: torch.Tensor, taus: list[int], step, keep_every: int, desc: str,
-                    show_progress: bool):
-    """Run ``x = step(x, eps_hat, t, t_prev)`` over consecutive pairs of ``taus``; keep x every ``keep_every`` steps."""
+def walk_timesteps(model: EpsModel, x: torch.Tensor, taus: list[int], step, keep_every: int, desc: str,
+                   show_progress: bool):
+    """The one sampler loop: run ``x = step(x, eps_hat, t, t_prev)`` over consecutive pairs of ``taus``; keep x every
+    ``keep_every`` steps. DDIM, probability-flow Euler and chapter 12's inpainting are each a ``step`` passed here."""
     trajectory = [(taus[0], x.cpu())]
     pairs = list(zip(taus[:-1], taus[1:]))
     for i, (t, t_prev) in enumerate(tqdm(pairs, desc=desc, disable=not show_progress, leave=False)):
@@ -310,7 +311,7 @@ def ddpm_sample(model: EpsModel, shape: tuple, schedule: NoiseSchedule, *, gener
     shape = _check_shape(shape)
     if variance not in ("beta", "posterior"):
         raise ValueError(f"variance must be 'beta' or 'posterior', got {variance!r}")
-    x = _starting_noise(shape, generator, device, x_T)
+    x = starting_noise(shape, generator, device, x_T)
     trajectory = [(schedule.T, x.cpu())]
     for t in tqdm(range(schedule.T, 0, -1), desc="DDPM sampling", disable=not show_progress, leave=False):
         t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
@@ -347,7 +348,7 @@ def ddim_sample(model: EpsModel, shape: tuple, schedule: NoiseSchedule, *, steps
         noise = torch.randn(shape, generator=generator).to(device) if needs_noise else None
         return ddim_step(x, eps_hat, t, t_prev, schedule, eta=eta, noise=noise, clip_x0=clip_x0)
 
-    return _walk_timesteps(model, _starting_noise(shape, generator, device, x_T), ddim_timesteps(schedule.T, steps),
+    return walk_timesteps(model, starting_noise(shape, generator, device, x_T), ddim_timesteps(schedule.T, steps),
                            step, keep_every, "DDIM sampling", show_progress)
 
 
@@ -362,7 +363,7 @@ def probability_flow_euler_sample(model: EpsModel, shape: tuple, schedule: Noise
     def step(x, eps_hat, t, t_prev):
         return probability_flow_euler_step(x, eps_hat, t, t_prev, schedule)
 
-    return _walk_timesteps(model, _starting_noise(shape, generator, device, x_T), ddim_timesteps(schedule.T, steps),
+    return walk_timesteps(model, starting_noise(shape, generator, device, x_T), ddim_timesteps(schedule.T, steps),
                            step, keep_every, "Euler sampling", show_progress=False)
 
 

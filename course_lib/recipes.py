@@ -18,10 +18,14 @@ from .data import load_fashion_mnist, load_mnist
 from .detr import TinyDETR
 from .diffusion import EMA, NoiseSchedule, ddpm_loss, to_model_range
 from .dino import DINO, evaluate_dino, train_dino
+from .dit import DiT
 from .gan import DCGANDiscriminator, DCGANGenerator, recalibrate_batchnorm, train_dcgan
 from .gan import sample_quality as gan_sample_quality
+from .guidance import cfg_loss, evaluate_cfg
+from .ldm import (KLAutoencoder, autoencoder_loss, balanced_labels, encode_latents, evaluate_autoencoder,
+                  latent_ddpm_loss, sample_latent_diffusion, set_scale_factor)
 from .mae import MAE, train_mae
-from .metrics import MnistClassifier, sample_quality
+from .metrics import MnistClassifier, quality_of_samples, sample_quality
 from .profiles import per_profile
 from .runtime import device, seed_everything
 from .score import NoiseConditionalScoreNet, evaluate_ncsn, geometric_sigmas, ncsn_loss, toy_mixture
@@ -486,10 +490,123 @@ def gan_mnist(active: str | None = None, seed: int = 0, show_progress: bool = Tr
     return generator, history, metrics, recipe
 
 
+def cfg_mnist_settings(active: str | None = None):
+    """Chapter 12's class-conditional U-Net for classifier-free guidance: chapter 11's L_simple with the label
+    replaced by the null token (label 10) 20% of the time; Adam with warm-up and cosine decay, EMA weights.
+    The gpu settings trained in 884 s on one busy CPU thread; ``eval_*`` is the CFG check at the end."""
+    common = dict(widths=(16, 32, 64), num_classes=10, p_uncond=0.2, T=1000, lr=2e-3, eval_steps=25)
+    return per_profile(
+        ci=dict(**common, steps=20, batch_size=32, ema_decay=0.9, eval_samples=0, eval_scales=(3.0,)),
+        cpu=dict(**common, steps=500, batch_size=128, ema_decay=0.99, eval_samples=0, eval_scales=(3.0,)),
+        gpu=dict(**common, steps=1_400, batch_size=64, ema_decay=0.995, eval_samples=500, eval_scales=(1.0, 3.0)),
+        active=active,
+    )
+
+
+def cfg_mnist(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train the CFG U-Net; return ``(ema_model, history, metrics, recipe)`` (the EMA weights are what ships)."""
+    cfg = cfg_mnist_settings(active)
+    generator = seed_everything(seed)
+    dev = device()
+    x_train, y_train = load_mnist("train")
+    x_train = to_model_range(x_train)  # (60000, 1, 28, 28) in [-1, 1]
+    schedule = NoiseSchedule.linear(cfg.T)
+    model = UNet(widths=cfg.widths, num_classes=cfg.num_classes).to(dev)
+    ema = EMA(model, cfg.ema_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = minibatches(x_train, y_train, batch_size=cfg.batch_size, generator=generator)
+    history = fit(model, lambda m, batch: cfg_loss(m, batch[0], batch[1], schedule, cfg.p_uncond), batches,
+                  steps=cfg.steps, optimizer=optimizer, device=dev,
+                  scheduler=warmup_cosine(optimizer, min(200, cfg.steps // 10), cfg.steps),
+                  clip_grad_norm=1.0, after_step=ema.update, desc="CFG U-Net on MNIST", show_progress=show_progress)
+    metrics = {"final_train_loss": round(sum(history.losses[-100:]) / len(history.losses[-100:]), 4)}
+    if cfg.eval_samples and "mnist_classifier" in checkpointing.read_manifest():
+        for row in evaluate_cfg(ema.model, cfg.eval_scales, n=cfg.eval_samples, steps=cfg.eval_steps, seed=seed):
+            metrics[f"s{row['scale']:g}"] = {k: row[k] for k in ("label_accuracy", "fid", "fid_floor", "fid_n")}
+    recipe = {"recipe": "course_lib.recipes.cfg_mnist", "seed": seed, "model": ema.model.config, **vars(cfg)}
+    return ema.model, history, metrics, recipe
+
+
+def ldm_autoencoder_settings(active: str | None = None):
+    """Chapter 13's KL-regularised autoencoder, 28x28 -> 4x7x7: summed squared pixel error + 1e-4 x KL,
+    Adam with warm-up and cosine decay; the scale factor 1 / std is then computed on the training latents."""
+    common = dict(latent_channels=4, widths=(16, 32), kl_weight=1e-4, lr=2e-3)
+    return per_profile(
+        ci=dict(**common, n_train=5_000, steps=40, batch_size=64, warmup=5),
+        cpu=dict(**common, n_train=60_000, steps=300, batch_size=128, warmup=15),
+        gpu=dict(**common, n_train=60_000, steps=600, batch_size=128, warmup=30),
+        active=active,
+    )
+
+
+def ldm_autoencoder(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train chapter 13's autoencoder and set its scale factor; return ``(model, history, metrics, recipe)``."""
+    cfg = ldm_autoencoder_settings(active)
+    generator = seed_everything(seed)
+    dev = device()
+    x_train = load_mnist("train")[0][:cfg.n_train]  # (n_train, 1, 28, 28) in [0, 1]
+    x_test = load_mnist("test")[0]
+    model = KLAutoencoder(latent_channels=cfg.latent_channels, widths=cfg.widths).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    batches = minibatches(x_train, batch_size=cfg.batch_size, generator=generator)
+    history = fit(model, lambda m, batch: autoencoder_loss(m, batch, cfg.kl_weight), batches, steps=cfg.steps,
+                  optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, cfg.warmup, cfg.steps),
+                  desc="KL autoencoder on MNIST", show_progress=show_progress)
+    factor = set_scale_factor(model, x_train[:10_000])
+    test = evaluate_autoencoder(model, x_test)
+    metrics = {"test_mse_per_pixel": round(test["mse_per_pixel"], 5), "test_psnr_db": round(test["psnr_db"], 2),
+               "test_kl_per_image": round(test["kl_per_image"], 1), "scale_factor": round(factor, 5),
+               "final_train_loss": round(sum(history.losses[-50:]) / len(history.losses[-50:]), 3)}
+    recipe = {"recipe": "course_lib.recipes.ldm_autoencoder", "seed": seed, "model": model.config, **vars(cfg)}
+    return model, history, metrics, recipe
+
+
+def dit_mnist_settings(active: str | None = None):
+    """Chapter 13's class-conditional DiT on the shipped ldm_autoencoder's scaled 4x7x7 latents: patch size 1
+    (49 tokens, each a 4x4-pixel patch of the digit), L_simple with 10% label dropout, AdamW with warm-up and
+    cosine decay, EMA weights; FID at n = 500 with DDIM 25 steps."""
+    model = dict(input_size=7, patch_size=1, in_channels=4, dim=64, depth=4, heads=4, mlp_ratio=4.0, num_classes=10)
+    common = dict(model=model, T=1000, lr=1e-3, label_dropout=0.1)
+    return per_profile(
+        ci=dict(**common, n_train=2_000, steps=30, batch_size=32, ema_decay=0.9, fid_samples=0, ddim_steps=25),
+        cpu=dict(**common, n_train=60_000, steps=400, batch_size=128, ema_decay=0.99, fid_samples=0, ddim_steps=25),
+        gpu=dict(**common, n_train=60_000, steps=3_500, batch_size=128, ema_decay=0.999, fid_samples=500, ddim_steps=25),
+        active=active,
+    )
+
+
+def dit_mnist(active: str | None = None, seed: int = 0, show_progress: bool = True):
+    """Train chapter 13's latent DiT; return ``(ema_model, history, metrics, recipe)``."""
+    cfg = dit_mnist_settings(active)
+    generator = seed_everything(seed)
+    dev = device()
+    autoencoder = load_shipped("ldm_autoencoder", dev)
+    x_train, y_train = load_mnist("train")
+    z_train = encode_latents(autoencoder, x_train[:cfg.n_train])  # (n, 4, 7, 7), scaled: unit variance
+    schedule = NoiseSchedule.linear(cfg.T)
+    model = DiT(**cfg.model).to(dev)
+    ema = EMA(model, cfg.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    batches = minibatches(z_train, y_train[:cfg.n_train], batch_size=cfg.batch_size, generator=generator)
+    history = fit(model, lambda m, b: latent_ddpm_loss(m, b[0], b[1], schedule, cfg.label_dropout), batches,
+                  steps=cfg.steps, optimizer=optimizer, device=dev,
+                  scheduler=warmup_cosine(optimizer, max(cfg.steps // 20, 1), cfg.steps), clip_grad_norm=1.0,
+                  after_step=ema.update, desc="DiT on MNIST latents", show_progress=show_progress)
+    metrics = {"final_train_loss": round(sum(history.losses[-100:]) / len(history.losses[-100:]), 4),
+               "autoencoder_sha256": checkpointing.read_manifest()["ldm_autoencoder"]["sha256"][:12]}
+    if cfg.fid_samples and "mnist_classifier" in checkpointing.read_manifest():
+        samples = sample_latent_diffusion(ema.model, autoencoder, balanced_labels(cfg.fid_samples), schedule,
+                                          steps=cfg.ddim_steps, generator=torch.Generator().manual_seed(seed))
+        metrics.update(quality_of_samples(samples))
+    recipe = {"recipe": "course_lib.recipes.dit_mnist", "seed": seed, **vars(cfg), "model": ema.model.config}
+    return ema.model, history, metrics, recipe
+
+
 RECIPES = {"mlp_mnist": mlp_mnist, "mnist_classifier": mnist_classifier, "ddpm_mnist": ddpm_mnist,
            "ncsn_2d": ncsn_2d, "vae_mnist": vae_mnist, "vae_mnist_2d": vae_mnist_2d, "vit_mnist": vit_mnist,
            "cnn_fashion": cnn_fashion, "dino_shapes": dino_shapes, "mae_mnist": mae_mnist,
-           "detr_shapes": detr_shapes, "clip_mnist": clip_mnist, "gan_mnist": gan_mnist}
+           "detr_shapes": detr_shapes, "clip_mnist": clip_mnist, "gan_mnist": gan_mnist, "cfg_mnist": cfg_mnist,
+           "ldm_autoencoder": ldm_autoencoder, "dit_mnist": dit_mnist}
 
 # How to rebuild each shipped model from its manifest entry, before its weights are loaded.
 # Register every new checkpoint here: the offline test and the bench load them all through it.
@@ -507,6 +624,9 @@ MODELS = {
     "detr_shapes": lambda entry: TinyDETR(**entry["recipe"]["model"]),
     "clip_mnist": lambda entry: TinyCLIP(**entry["recipe"]["model"]),
     "gan_mnist": lambda entry: DCGANGenerator(**entry["recipe"]["model"]),
+    "cfg_mnist": lambda entry: UNet(**entry["recipe"]["model"]),
+    "ldm_autoencoder": lambda entry: KLAutoencoder(**entry["recipe"]["model"]),
+    "dit_mnist": lambda entry: DiT(**entry["recipe"]["model"]),
 }
 
 

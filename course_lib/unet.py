@@ -81,6 +81,22 @@ class SelfAttention(nn.Module):
         return x + self.out(out.transpose(-1, -2).reshape(n, c, h, w))
 
 
+def time_and_label_embedding(model: nn.Module, t: torch.Tensor, labels: torch.Tensor | None, dim: int) -> torch.Tensor:
+    """The conditioning vector of the course's diffusion networks: MLP(sinusoidal(t)) + embedding(y), (N, dim).
+
+    ``model`` has ``time_mlp``, ``label_emb`` (None if unconditional) and ``num_classes``; label ``num_classes``
+    is "no label" (classifier-free guidance, chapter 12), and ``labels=None`` means "no label" for the whole batch.
+    """
+    emb = model.time_mlp(sinusoidal_embedding(t, dim).to(model.time_mlp[0].weight.device))  # (N, dim)
+    if model.label_emb is not None:
+        if labels is None:
+            labels = torch.full((len(emb),), model.num_classes, dtype=torch.long, device=emb.device)
+        emb = emb + model.label_emb(labels)
+    elif labels is not None:
+        raise ValueError(f"this {type(model).__name__} is unconditional (num_classes=None) but labels were given")
+    return emb
+
+
 class UNet(nn.Module):
     """epsilon_theta(x_t, t, c): (N, C, 28, 28), (N,) integer t, optional (N,) labels -> (N, C, 28, 28).
 
@@ -120,14 +136,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     def embed(self, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        emb = self.time_mlp(sinusoidal_embedding(t, self.emb_dim).to(self.in_conv.weight.device))  # (N, emb_dim)
-        if self.label_emb is not None:
-            if labels is None:
-                labels = torch.full((len(emb),), self.num_classes, dtype=torch.long, device=emb.device)
-            emb = emb + self.label_emb(labels)
-        elif labels is not None:
-            raise ValueError("this UNet is unconditional (num_classes=None) but labels were given")
-        return emb
+        return time_and_label_embedding(self, t, labels, self.emb_dim)  # (N, emb_dim)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[-2:] != (28, 28):
