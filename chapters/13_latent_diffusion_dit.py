@@ -491,11 +491,15 @@ seed_everything(3)
 dit_here, dit_history = train_latent_model(DiT(**course_lib.recipes.dit_mnist_settings().model), "DiT on latents")
 
 # %%
-samples = sample_latent_diffusion(dit, autoencoder, balanced_labels(per_profile(ci=dict(n=30), cpu=dict(n=100), gpu=dict(n=100)).n),
-                                  schedule, steps=25, generator=torch.Generator().manual_seed(1))
-ax = image_grid(samples.reshape(-1, 10, 1, 28, 28).transpose(0, 1).reshape(-1, 1, 28, 28),
-                nrow=10, figsize=(8, 8 * len(samples) // 100 + 1))
-ax.set_title("shipped dit_mnist: one row per class 0-9, DDIM 25 steps, decoded")
+per_class = per_profile(ci=dict(n=6), cpu=dict(n=10), gpu=dict(n=10)).n
+fig, axes = plt.subplots(1, 2, figsize=(11, 6))
+for ax, scale in zip(axes, (1.0, 5.0)):  # s = 1: plain conditional; s = 5: chapter 12's classifier-free guidance
+    samples = sample_latent_diffusion(dit, autoencoder, balanced_labels(10 * per_class), schedule, steps=25,
+                                      guidance_scale=scale, generator=torch.Generator().manual_seed(1))  # (10k, 1, 28, 28)
+    by_class = samples.reshape(per_class, 10, 1, 28, 28).transpose(0, 1).reshape(-1, 1, 28, 28)  # class-major order
+    image_grid(by_class, nrow=10, ax=ax)
+    ax.set_title(f"guidance scale s = {scale:g}" + (" (no guidance)" if scale == 1 else " (CFG)"))
+fig.suptitle("shipped dit_mnist: one row per class 0-9, DDIM 25 steps, decoded")
 plt.show()
 print(f"shipped dit_mnist (manifest): FID {dit_entry['metrics'].get('fid')} at n = {dit_entry['metrics'].get('fid_n')}, "
       f"floor {dit_entry['metrics'].get('fid_floor')}; `python -m course_lib.bench dit_mnist` measures it again")
