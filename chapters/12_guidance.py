@@ -42,7 +42,7 @@
 # | profile | what trains and samples | measured |
 # |---|---|---|
 # | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 37 s (1 torch thread, while other jobs shared the 2 cores) |
-# | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | about 10-15 min (estimated from the parts, not timed) |
+# | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s (nbconvert, 2 torch threads, while a CI run shared the 2 cores for most of it; less on an idle machine) |
 # | `gpu` | noisy classifier 3,000 steps; the CFG U-Net recipe that ships (1,400 steps, batch 64); sweep n = 1,000, 25 steps | minutes on a GPU (not timed for this release); the shipped run took 884 s on 1 busy CPU thread |
 #
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
