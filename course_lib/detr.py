@@ -307,13 +307,9 @@ EVALUATION_SEED = 20_260_606   # held-out scenes; training seeds are seed * 1_00
 
 def shapes_batches(batch_size: int, seed: int = 0):
     """Endless batches (images, labels, boxes) of fresh scenes, a new seed per batch."""
-    from .data import make_shapes
+    from .data import endless_shapes
 
-    step = 0
-    while True:
-        scenes = make_shapes(batch_size, seed=seed * 1_000_003 + step, **shapes_settings())
-        yield scenes["images"], scenes["labels"], scenes["boxes"]
-        step += 1
+    return endless_shapes(batch_size, seed=seed, fields=("images", "labels", "boxes"), **shapes_settings())
 
 
 def training_loss(model: TinyDETR, batch, aux: bool = True) -> torch.Tensor:

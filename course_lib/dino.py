@@ -414,13 +414,9 @@ def evaluation_scenes(n: int = 200, seed: int = 10_000) -> SimpleNamespace:
 
 def shapes_batches(batch_size: int, seed: int = 0, **shapes_kwargs):
     """Endless batches ``(images,)`` of fresh scenes (a new seed per batch): the data never repeats."""
-    from .data import make_shapes
+    from .data import endless_shapes
 
-    settings = {**shapes_settings(), **shapes_kwargs}
-    step = 0
-    while True:
-        yield (make_shapes(batch_size, seed=seed * 1_000_003 + step, **settings)["images"],)
-        step += 1
+    return endless_shapes(batch_size, seed=seed, **{**shapes_settings(), **shapes_kwargs})
 
 
 def train_dino(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "DINO on shapes"):

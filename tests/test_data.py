@@ -18,7 +18,7 @@ TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 def test_public_names():
     assert set(data.__all__) == {"load_mnist", "load_fashion_mnist", "read_idx", "FASHION_CLASSES",
-                                 "GaussianMixture2D", "sample_rings", "sample_swiss_roll", "make_shapes",
+                                 "GaussianMixture2D", "sample_rings", "sample_swiss_roll", "make_shapes", "endless_shapes",
                                  "SHAPE_CLASSES", "load_image", "OFFLINE_IMAGES"}
     assert len(FASHION_CLASSES) == 10 and FASHION_CLASSES[0] == "T-shirt/top" and FASHION_CLASSES[9] == "Ankle boot"
     assert SHAPE_CLASSES == ("circle", "square", "triangle")
@@ -755,3 +755,13 @@ def test_load_image_unknown_name_lists_the_names(name):
     message = str(err.value)
     assert repr(name) in message
     assert all(n in message for n in OFFLINE_IMAGES)
+
+
+def test_endless_shapes_draws_fresh_seeded_scenes():
+    from course_lib.data import endless_shapes, make_shapes
+
+    stream = endless_shapes(3, seed=2, fields=("images", "boxes"), size=32, max_objects=2, max_radius=8)
+    first, second = next(stream), next(stream)
+    expected = make_shapes(3, seed=2 * 1_000_003 + 1, size=32, max_objects=2, max_radius=8)
+    assert len(second) == 2 and torch.equal(second[0], expected["images"]) and torch.equal(second[1], expected["boxes"])
+    assert not torch.equal(first[0], second[0])

@@ -8,12 +8,12 @@
 """
 from .mnist import FASHION_CLASSES, load_fashion_mnist, load_mnist, read_idx
 from .toy2d import GaussianMixture2D, sample_rings, sample_swiss_roll
-from .shapes import SHAPE_CLASSES, make_shapes
+from .shapes import SHAPE_CLASSES, endless_shapes, make_shapes
 from .images import OFFLINE_IMAGES, load_image
 
 __all__ = [
     "load_mnist", "load_fashion_mnist", "read_idx", "FASHION_CLASSES",
     "GaussianMixture2D", "sample_rings", "sample_swiss_roll",
-    "make_shapes", "SHAPE_CLASSES",
+    "make_shapes", "endless_shapes", "SHAPE_CLASSES",
     "load_image", "OFFLINE_IMAGES",
 ]

@@ -96,3 +96,14 @@ def make_shapes(n: int, *, size: int = 64, max_objects: int = 3, min_radius: int
     return {"images": torch.from_numpy(images), "labels": torch.from_numpy(labels),
             "boxes": torch.from_numpy(boxes), "masks": torch.from_numpy(masks),
             "counts": torch.from_numpy(counts)}
+
+
+def endless_shapes(batch_size: int, *, seed: int = 0, fields: tuple[str, ...] = ("images",), **scene_kwargs):
+    """Endless batches of fresh scenes: batch k is ``make_shapes(batch_size, seed=seed * 1_000_003 + k, **scene_kwargs)``,
+    yielded as the tuple of its ``fields`` (e.g. ("images", "labels", "boxes")). The data never repeats, so a
+    training run on it cannot overfit a fixed set; held-out scenes use seeds far from these."""
+    step = 0
+    while True:
+        scenes = make_shapes(batch_size, seed=seed * 1_000_003 + step, **scene_kwargs)
+        yield tuple(scenes[field] for field in fields)
+        step += 1
