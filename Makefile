@@ -5,11 +5,15 @@ BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed
 CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.py))
 NOTEBOOKS := $(CHAPTERS:.py=.ipynb)
+STUDENT_OUT ?= student
+# make test runs the student notebooks from here, never from student/ (a learner's work)
+STUDENT_CI := build/student-ci
+STUDENT_CI_NOTEBOOKS := $(patsubst chapters/%.py,$(STUDENT_CI)/%.ipynb,$(CHAPTERS))
 WORKERS  ?= 2
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install data lab test sync bench clean
+.PHONY: help install data lab test test-browser sync bench clean student time
 
 help:
 	@echo "make lab    install the course into .venv, prepare the data, open JupyterLab on chapters/"
@@ -17,6 +21,10 @@ help:
 	@echo "make test   install if needed, then unit tests + every chapter under COURSE_PROFILE=ci, offline"
 	@echo "make sync   regenerate chapters/*.ipynb (no outputs, cell ids kept) from the chapters/*.py sources"
 	@echo "make bench  what each shipped model reaches and how long it took"
+	@echo "make time   run each chapter top to bottom and record its time (PROFILE=ci|cpu, CHAPTERS=chapters/08_vae.ipynb)"
+	@echo "make test-browser  every chapter run in JupyterLab in headless Chromium (screenshots in artifacts/browser/)"
+	@echo "make student  write student/NN_slug.ipynb: each chapter with its exercise solutions replaced by stubs"
+	@echo "            (overwrites student/; STUDENT_OUT=my_work writes elsewhere)"
 
 install: $(STAMP)
 
@@ -33,15 +41,42 @@ lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir=chapters $(ROOT_FLAG) $(LAB_ARGS)
 
 test: data
+	$(BIN)/python -m course_lib.student --quiet --out $(STUDENT_CI)
 	COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 tests $(NOTEBOOKS)
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser tests $(NOTEBOOKS) $(STUDENT_CI_NOTEBOOKS)
 
 sync: install
 	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)
 	$(BIN)/jupyter nbconvert --log-level=WARN --clear-output --inplace $(NOTEBOOKS)
 
+# Every chapter in a real JupyterLab, driven by Playwright in Debian's Chromium (installed here when
+# absent and we are root). Offline like `make test`; the server is started and stopped by the tests.
+BROWSER_STAMP := $(VENV)/.browser-installed
+CHROMIUM := /usr/bin/chromium
+
+$(BROWSER_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt --editable '.[test,browser]'
+	touch $(BROWSER_STAMP)
+
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "Chromium is missing: run 'sudo apt-get install chromium' (Debian/Ubuntu) and try again" >&2; exit 1; fi
+
+test-browser: data $(BROWSER_STAMP) $(CHROMIUM)
+	COURSE_BROWSER_TESTS=1 COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline \
+		$(BIN)/python -m pytest -n $(WORKERS) --dist load --durations=5 tests/browser
+
 bench: install
 	$(BIN)/python -m course_lib.bench
+
+# How long each chapter takes under a profile; writes the chapter's table, its notebook metadata and the README row.
+PROFILE ?= ci
+time: install
+	OMP_WAIT_POLICY=PASSIVE .ci/offline $(BIN)/python -m course_lib.timing --profile $(PROFILE) $(CHAPTERS)
+
+student: install
+	$(BIN)/python -m course_lib.student --out $(STUDENT_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 3
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs
+#         measured: '2026-11-23'
+#         seconds: 9
+#       gpu:
+#         note: the profile changes nothing in this chapter
+#         same_as: cpu
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -19,20 +34,29 @@
 # every step written, **check** it by a number, **build** the model step by step, **train** it for
 # real, and **look** at what it does with sliders you can move.
 #
-# **Goals of this chapter**
+# **Goals.** After this chapter you can
 # - run the course on your machine, with or without a GPU, offline;
-# - know the three run profiles and how a chapter uses them;
-# - meet the data every chapter uses, the notation, and how exercises are checked;
+# - say what the three run profiles are and how a chapter uses them;
+# - load the data every chapter uses, read the notation, and use the exercise checks;
 # - see that widgets work in your JupyterLab.
 #
-# **Prerequisites:** Python and a little NumPy. **Time:** 20 minutes alone; 15 minutes at the
-# start of a study group's first session.
+# **Prerequisites.** Python and a little NumPy.
 #
-# | profile | what runs | this chapter on 2 CPU cores |
+# **Time.** 20 minutes alone; 15 minutes at the start of a study group's first session: 5 min running the
+# course (1, 2), 5 min the data and the notation (3, 4), 5 min widgets, exercises and discussion (5-8).
+#
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
+#
+# | profile | what runs | measured |
 # |---|---|---|
-# | `ci` | the test suite's tiny settings | ~10 s |
-# | `cpu` | a laptop without GPU: minutes per chapter | ~10 s |
-# | `gpu` | the full recipe on a CUDA card | ~10 s |
+# | `ci` | nothing trains: the data loaders, a 2-D mixture's score checked against autograd, one widget, one exercise | 3 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the same (the chapter only prints the profile's settings) | 9 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
+# | `gpu` | the same | the `cpu` time: the profile changes nothing in this chapter |
+#
+# The profile changes nothing here; chapters 01-13 use it for the size of every experiment. Set it before starting
+# JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
 
 # %% [markdown]
 # ## 1. Running the course
@@ -311,8 +335,10 @@ show_solution(reference_pixel_mean)
 # questions and exercises. A 90-minute session works well as: 10 minutes of goals and notation,
 # 50 minutes walking through the derivations with the check cells (change a number and re-run,
 # to see a check fail), 20 minutes on the widgets, 10 minutes on the discussion questions.
+
+# %% [markdown]
+# ## 8. Discussion questions
 #
-# **Discussion questions**
 # 1. Why does the course check every derivation with a number, when the algebra is already written out?
 #    What kinds of mistakes can a numeric check catch that reading cannot, and which can it miss?
 # 2. The smoothed mixture above becomes one blob as $\sigma$ grows. What is lost, and why might

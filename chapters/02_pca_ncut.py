@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 13
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs
+#         measured: '2026-11-23'
+#         seconds: 33
+#       gpu:
+#         note: the gpu settings are the cpu settings (nothing here needs a GPU)
+#         same_as: cpu
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -42,18 +57,19 @@
 # 20 min the relaxation and the solvers (C), 20 min images and widgets (D), 5 min discussion (F). The exercises (E)
 # take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on the 2-core CPU machine without a
-# GPU, while other jobs shared those cores). Nothing here trains, so there is no
-# checkpoint: every number is computed in the chapter.
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what changes | measured |
 # |---|---|---|
-# | `ci` | PCA on 10,000 MNIST digits; 20 random graphs for the relaxation gap; eigenvector gallery and widgets on $96 \times 96$ images | 25 s (1 torch thread) |
-# | `cpu` | PCA on all 60,000 training digits; 200 random graphs; everything on $128 \times 128$ images | 31 s |
-# | `gpu` | the same as `cpu` (nothing here needs a GPU) | as `cpu` |
+# | `ci` | PCA on 10,000 MNIST digits; 20 random graphs for the relaxation gap; eigenvector gallery and widgets on $96 \times 96$ images | 13 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | PCA on all 60,000 training digits; 200 random graphs; everything on $128 \times 128$ images | 33 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
+# | `gpu` | the same as `cpu` (nothing here needs a GPU) | the `cpu` time: the gpu settings are the cpu settings (nothing here needs a GPU) |
 #
-# The timed segmentation of a $128 \times 128$ photo (section D.3) runs in every profile. Set the profile before
-# starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
+# Nothing here trains, so there is no checkpoint: every number is computed in the chapter. The timed segmentation of a
+# $128 \times 128$ photo (section D.3) runs in every profile. Set the profile before starting JupyterLab:
+# `COURSE_PROFILE=ci`, `cpu` or `gpu`.
 
 # %%
 import functools

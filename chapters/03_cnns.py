@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 13
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 292
+#         source: the chapter's table before course_lib.timing, commit 95f6c4e (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed; the shipped recipe took 14.5 min on the shared 2-core CPU
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -36,14 +51,15 @@
 # model and its training (C), 25 min looking inside (D), 10 min augmentation (E), 5 min discussion (G).
 # The exercises (F) take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU, while other jobs shared the CPU):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the SmallCNN for 60 steps on 10,000 images (test accuracy about 0.7) | 36 s (1 torch thread) |
-# | `cpu` | the SmallCNN for 1,000 steps on all 60,000 images (2.1 epochs, about 4 min; test accuracy 0.889) | 4 min 52 s |
-# | `gpu` | the shipped recipe: 3,000 steps (6.4 epochs; test accuracy 0.912) | not timed on a GPU for this release (the recipe took 14.5 min on the shared 2-core CPU) |
+# | `ci` | the SmallCNN for 60 steps on 10,000 images (test accuracy about 0.7) | 13 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the SmallCNN for 1,000 steps on all 60,000 images (2.1 epochs, about 4 min; test accuracy 0.889) | 4 min 52 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipe: 3,000 steps (6.4 epochs; test accuracy 0.912) | not measured: no GPU where the course was timed; the shipped recipe took 14.5 min on the shared 2-core CPU |
 #
 # Whatever the profile, the pictures of sections D and E use the shipped checkpoint `cnn_fashion`. Set the profile
 # before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

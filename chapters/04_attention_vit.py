@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 18
+#       cpu:
+#         machine: 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert)
+#         measured: '2026-11-23'
+#         seconds: 547
+#         source: the chapter's table before course_lib.timing, commit 95f6c4e (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -42,14 +57,15 @@
 # temperature (F), 15 min CvT and the comparison (G), 10 min discussion (I). The exercises (H) take about 40 minutes at
 # home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, on a 2-core CPU machine without a GPU; `ci` timed with
-# nbval, `cpu` with `jupyter nbconvert --execute` on idle cores):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 30 s with the machine almost idle, 72 s while four other jobs shared the two cores (1 torch thread) |
-# | `cpu` | the tiny ViT for 2,200 steps (batch 128, all 60,000 digits); Fashion-MNIST 600 steps; ViT, CvT and CNN 300 steps each on 5,000 digits | 9 min 7 s: the ViT 4 min 41 s (98.3% test accuracy), Fashion-MNIST (82.7%) and the comparison about 4 min together |
-# | `gpu` | the shipped recipe (7,000 steps, digits shifted by up to 2 pixels); Fashion-MNIST 3,000 steps; ViT, CvT and CNN 1,500 steps each | minutes on a GPU (not timed for this release) |
+# | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 18 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the tiny ViT for 2,200 steps (batch 128, all 60,000 digits; 4 min 41 s, 98.3% test accuracy); Fashion-MNIST 600 steps (82.7%); ViT, CvT and CNN 300 steps each on 5,000 digits (with Fashion-MNIST about 4 min) | 9 min 7 s, measured 2026-11-23 on 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert) |
+# | `gpu` | the shipped recipe (7,000 steps, digits shifted by up to 2 pixels); Fashion-MNIST 3,000 steps; ViT, CvT and CNN 1,500 steps each | not measured: no GPU where the course was timed |
 #
 # Whatever the profile, the attention pictures use the shipped checkpoint `vit_mnist`. Set the profile before starting
 # JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

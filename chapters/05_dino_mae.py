@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 15
+#       cpu:
+#         machine: 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 557
+#         source: the chapter's table before course_lib.timing, commit 95f6c4e (nbval/nbconvert)
+#       gpu:
+#         note: 'no GPU where the course was timed; the shipped recipes ran on 1 thread of the shared 2-core CPU under heavy load: DINO 32 min, MAE 27 min'
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -42,14 +57,15 @@
 # and its attention (C), 10 min Normalized Cut on its features (D), 15 min MAE (E), 5 min discussion (G). The exercises (F)
 # take about 40 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU, while other training jobs shared the CPU: an idle machine is faster):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the collapse toy (3 runs of 200 steps); DINO for 15 steps (batch 16); MAE for 20 steps (batch 64) | 22 s on an idle machine, 30 s with other jobs running (1 torch thread) |
-# | `cpu` | the collapse toy; DINO for 1,500 steps (batch 32, 2 global + 2 local crops); MAE for 1,500 steps (batch 128) | 9 min 17 s (1 torch thread; DINO 4.3 min, MAE 4.7 min) |
-# | `gpu` | the shipped recipes: DINO 2,000 steps, MAE 3,000 steps | not timed on a GPU for this release (the recipes ran on the shared 2-core CPU, 1 thread, under heavy load: DINO 32 min, MAE 27 min) |
+# | `ci` | the collapse toy (3 runs of 200 steps); DINO for 15 steps (batch 16); MAE for 20 steps (batch 64) | 15 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the collapse toy; DINO for 1,500 steps (batch 32, 2 global + 2 local crops; 4.3 min); MAE for 1,500 steps (batch 128; 4.7 min) | 9 min 17 s, measured 2026-11-23 on 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipes: DINO 2,000 steps, MAE 3,000 steps | not measured: no GPU where the course was timed; the shipped recipes ran on 1 thread of the shared 2-core CPU under heavy load: DINO 32 min, MAE 27 min |
 #
 # Whatever the profile, the attention maps, masks and reconstructions come from the two shipped checkpoints
 # (`dino_shapes` and `mae_mnist`). Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 17
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 351
+#         source: the chapter's table before course_lib.timing, commit f1f2cf2 (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed; the shipped recipe took 21 min (1,257 s) on 1 thread of the shared 2-core CPU and reached mAP@0.5 0.9996 on 500 held-out scenes
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -37,14 +52,15 @@
 # matching and the set loss (C), 25 min the tiny DETR, its number and its attention maps (D), 10 min MaskFormer and
 # Mask2Former (E), 5 min discussion (G). The exercises (F) take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU, while other training jobs shared the CPU: an idle machine is faster):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | a YOLO head for 30 steps; the tiny DETR for 40 steps (batch 16) | 39 s (1 torch thread) |
-# | `cpu` | the YOLO head for 300 steps; the tiny DETR for 600 steps (batch 32; 253 s, mAP@0.5 0.63 on 200 held-out scenes) | 5 min 51 s |
-# | `gpu` | the shipped recipe: 3,000 DETR steps (batch 32) | not timed on a GPU; the recipe took 21 min (1,257 s) on 1 thread of the shared 2-core CPU and reached mAP@0.5 0.9996 on 500 held-out scenes |
+# | `ci` | a YOLO head for 30 steps; the tiny DETR for 40 steps (batch 16) | 17 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the YOLO head for 300 steps; the tiny DETR for 600 steps (batch 32; 253 s, mAP@0.5 0.63 on 200 held-out scenes) | 5 min 51 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipe: 3,000 DETR steps (batch 32) | not measured: no GPU where the course was timed; the shipped recipe took 21 min (1,257 s) on 1 thread of the shared 2-core CPU and reached mAP@0.5 0.9996 on 500 held-out scenes |
 #
 # Whatever the profile, the figures and the widget use the shipped checkpoint `detr_shapes`.
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 12
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 315
+#         source: the chapter's table before course_lib.timing, commit f1f2cf2 (nbval/nbconvert)
+#       gpu:
+#         note: 'no GPU where the course was timed; the shipped recipe (`python -m course_lib.train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits'
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -38,14 +53,15 @@
 # 20 min the model, tokenizer and training (B), 15 min zero-shot and the widgets (C, D), 10 min discussion (F).
 # The exercises (E) take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a GPU,
-# while other jobs shared the CPU):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the tiny CLIP for 40 steps (batch 64) on 5,000 digits (a smoke test: about 0.25 zero-shot); section C on the first 2,000 test digits | 17 s (1 torch thread; 29 s with 3 other jobs on the 2 cores) |
-# | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs): zero-shot accuracy 0.9885 on 2,000 test digits, the loss 0.05 nats above its floor | 5 min 15 s (training 4 min 29 s), 2 threads on busy cores |
-# | `gpu` | the shipped recipe: 2,000 steps of batch 128, digits shifted by up to 2 pixels | not timed on a GPU; the recipe (`python -m course_lib.train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits |
+# | `ci` | the tiny CLIP for 40 steps (batch 64) on 5,000 digits (a smoke test: about 0.25 zero-shot); section C on the first 2,000 test digits | 12 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs): zero-shot accuracy 0.9885 on 2,000 test digits, the loss 0.05 nats above its floor (training 4 min 29 s) | 5 min 15 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipe: 2,000 steps of batch 128, digits shifted by up to 2 pixels | not measured: no GPU where the course was timed; the shipped recipe (`python -m course_lib.train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits |
 #
 # Whatever the profile, sections C and D use the shipped checkpoint `clip_mnist`. Set the profile before starting
 # JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 25
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 304
+#         source: the chapter's table before course_lib.timing, commit f4f6033 (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed; the shipped recipe took 20 min on the shared 2-core CPU
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -35,14 +50,15 @@
 # estimators (C), 25 min the model, its number and its pictures (D, E), 15 min widgets and discussion (E, G).
 # The exercises (F) take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU, while other training jobs shared the CPU: an idle machine is faster):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the 16-d conv VAE for 60 steps on 5,000 images; 5 β-VAEs fine-tuned 25 steps each | 30 s (1 torch thread) |
-# | `cpu` | the 16-d conv VAE for 2,000 steps on all 60,000 images (4.3 epochs, 148 s); 5 β-VAEs fine-tuned 300 steps each (112 s) | 5 min 4 s |
-# | `gpu` | the shipped recipe: 12,000 steps (25.6 epochs); 5 β-VAEs fine-tuned 3,000 steps each | not timed on a GPU for this release (the recipe took 20 min on the shared 2-core CPU) |
+# | `ci` | the 16-d conv VAE for 60 steps on 5,000 images; 5 β-VAEs fine-tuned 25 steps each | 25 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the 16-d conv VAE for 2,000 steps on all 60,000 images (4.3 epochs, 148 s); 5 β-VAEs fine-tuned 300 steps each (112 s) | 5 min 4 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipe: 12,000 steps (25.6 epochs); 5 β-VAEs fine-tuned 3,000 steps each | not measured: no GPU where the course was timed; the shipped recipe took 20 min on the shared 2-core CPU |
 #
 # Whatever the profile, the figures and widgets use the two shipped checkpoints (`vae_mnist`, 16-d latent, and
 # `vae_mnist_2d`). Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 16
+#       cpu:
+#         machine: 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 192
+#         source: the chapter's table before course_lib.timing, commit f1f2cf2 (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed; the shipped recipe took 495 s on 1 CPU thread shared with other jobs (1,118 s on busier cores)
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -37,14 +52,15 @@
 # (C), 15 min the 1-D GAN and mode collapse (B, D), 15 min the MNIST GAN (E), 20 min DragGAN (F), 5 min discussion (H).
 # The exercises (G) take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU, while other training jobs shared the CPU: an idle machine is faster):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | a 1-D GAN 400 steps; two 2-D GANs 900 steps each; the DCGAN 30 steps on 5,000 digits; FID on 500 samples; 4 drags per ablation | 29 s (1 torch thread; 45 s with other jobs on the cores) |
-# | `cpu` | a 1-D GAN 2,000 steps; two 2-D GANs 1,500 steps each; the DCGAN 2,500 steps (2.7 epochs, 141 s, FID 137); FID on 2,000 samples; 16 drags per ablation | 3 min 12 s (1 torch thread) |
-# | `gpu` | the shipped recipe: the DCGAN for 8,000 steps of batch 64 (8.5 epochs): FID 76.2 against a floor of 5.1 at $n = 2{,}000$ | not timed on a GPU; the recipe took 495 s on 1 CPU thread shared with other jobs (1,118 s on busier cores) |
+# | `ci` | a 1-D GAN 400 steps; two 2-D GANs 900 steps each; the DCGAN 30 steps on 5,000 digits; FID on 500 samples; 4 drags per ablation | 16 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | a 1-D GAN 2,000 steps; two 2-D GANs 1,500 steps each; the DCGAN 2,500 steps (2.7 epochs, 141 s, FID 137); FID on 2,000 samples; 16 drags per ablation | 3 min 12 s, measured 2026-11-23 on 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipe: the DCGAN for 8,000 steps of batch 64 (8.5 epochs): FID 76.2 against a floor of 5.1 at $n = 2{,}000$ | not measured: no GPU where the course was timed; the shipped recipe took 495 s on 1 CPU thread shared with other jobs (1,118 s on busier cores) |
 #
 # Whatever the profile, sections E and F use the shipped checkpoint `gan_mnist` (the generator only, 0.23M parameters).
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.

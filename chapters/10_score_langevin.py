@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 19
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 290
+#         source: the chapter's table before course_lib.timing, commit f4f6033 (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -35,14 +50,15 @@
 # **Time.** A 90-minute session: 15 min scores (A), 25 min Langevin (B), 25 min score matching (C), 10 min Tweedie
 # (D), 15 min NCSN and widgets (E). The exercises (F) take about 45 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU, shared with another training job, so these are pessimistic):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | 3 score MLPs × 300 steps (ISM, SSM, DSM); the NCSN for 300 steps; 2,000 Langevin chains | 25-48 s (1 torch thread) |
-# | `cpu` | 3 score MLPs × 2,000 steps; the NCSN for 10,000 steps (the shipped recipe); 5,000 chains | 4 min 50 s, of which NCSN training about 3 min and score matching about 50 s |
-# | `gpu` | 3 score MLPs × 5,000 steps; the NCSN for 30,000 steps | not timed for this release |
+# | `ci` | 3 score MLPs × 300 steps (ISM, SSM, DSM); the NCSN for 300 steps; 2,000 Langevin chains | 19 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | 3 score MLPs × 2,000 steps (score matching about 50 s); the NCSN for 10,000 steps (the shipped recipe, about 3 min); 5,000 chains | 4 min 50 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | 3 score MLPs × 5,000 steps; the NCSN for 30,000 steps | not measured: no GPU where the course was timed |
 #
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
 

@@ -1,7 +1,21 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 26
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs
+#         measured: '2026-11-23'
+#         seconds: 629
+#       gpu:
+#         note: no GPU where the course was timed; the shipped run took 57 min on 2 CPU cores
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -36,13 +50,15 @@
 # 2-D DDPM and DDIM (E, F), 15 min the U-Net (G), 20 min samples, widgets and discussion (H, I, L).
 # The exercises (K) take about 40 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a GPU):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains and samples | measured |
 # |---|---|---|
-# | `ci` | 2-D DDPM 800 steps; U-Net (16, 32, 64) for 20 steps; with the shipped U-Net: 1 digit by 1000-step ancestral sampling, DDIM grids | 31-41 s (1 torch thread, quiet machine; 2-3 times that while other jobs share the cores) |
-# | `cpu` | 2-D DDPM 4,000 steps; U-Net (16, 32, 64) for 700 steps (batch 128); 16 ancestral digits; FID on 300 DDIM samples | about 10 min, of which the U-Net training 6-7 min (0.5-0.6 s per step) |
-# | `gpu` | 2-D DDPM 10,000 steps; U-Net (16, 32, 64) for 3,000 steps, batch 128 (the shipped recipe); 64 ancestral digits; FID on 2,000 samples | minutes on a GPU (not timed for this release); the shipped run took 57 min on 2 CPU cores |
+# | `ci` | 2-D DDPM 800 steps; U-Net (16, 32, 64) for 20 steps; with the shipped U-Net: 1 digit by 1000-step ancestral sampling, DDIM grids | 26 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | 2-D DDPM 4,000 steps; U-Net (16, 32, 64) for 700 steps (batch 128; 6-7 min at 0.5-0.6 s per step); 16 ancestral digits; FID on 300 DDIM samples | 10 min 29 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
+# | `gpu` | 2-D DDPM 10,000 steps; U-Net (16, 32, 64) for 3,000 steps, batch 128 (the shipped recipe); 64 ancestral digits; FID on 2,000 samples | not measured: no GPU where the course was timed; the shipped run took 57 min on 2 CPU cores |
 #
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
 

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 25
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert)
+#         measured: '2026-11-23'
+#         seconds: 982
+#         source: the chapter's table before course_lib.timing, commit e920b18 (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed; the shipped run took 884 s on 1 busy CPU thread
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -37,13 +52,15 @@
 # 25 min classifier-free guidance, the widget and the trade-off (D, E, F), 15 min inpainting (G), 15 min discussion (I).
 # The exercises (H) take about 30 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a GPU):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains and samples | measured |
 # |---|---|---|
-# | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 37 s (1 torch thread, while other jobs shared the 2 cores) |
-# | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s (nbconvert, 2 torch threads, while a CI run shared the 2 cores for most of it; less on an idle machine) |
-# | `gpu` | noisy classifier 3,000 steps; the CFG U-Net recipe that ships (1,400 steps, batch 64); sweep n = 1,000, 25 steps | minutes on a GPU (not timed for this release); the shipped run took 884 s on 1 busy CPU thread |
+# | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 25 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert) |
+# | `gpu` | noisy classifier 3,000 steps; the CFG U-Net recipe that ships (1,400 steps, batch 64); sweep n = 1,000, 25 steps | not measured: no GPU where the course was timed; the shipped run took 884 s on 1 busy CPU thread |
 #
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
 

@@ -1,7 +1,22 @@
 # ---
 # jupyter:
+#   course:
+#     time_on_cpu:
+#       ci:
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-02'
+#         seconds: 22
+#       cpu:
+#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
+#         measured: '2026-11-23'
+#         seconds: 253
+#         source: the chapter's table before course_lib.timing, commit c88834f (nbval/nbconvert)
+#       gpu:
+#         note: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU
+#         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
+#     notebook_metadata_filter: course
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -35,14 +50,15 @@
 # latent space and its cost (B), 30 min DiT and adaLN-Zero (C), 10 min DiT against the U-Net (D), 10 min discussion
 # (F). The exercises (E) take about 20 minutes at home.
 #
-# **What runs, and how long** (the whole chapter, top to bottom, timed with nbval on a 2-core CPU machine without a
-# GPU while other jobs shared the CPU; an idle machine is faster):
+# **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
+# test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
+# writes the time here, in the notebook's metadata and in the README):
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the autoencoder 40 steps; a DiT and a latent U-Net 30 steps each on 2,000 latents | 32 s (1 torch thread) |
-# | `cpu` | the autoencoder 300 steps; DiT and U-Net 400 steps each on 60,000 latents | 4 min 13 s (2 threads; DiT 104 s, U-Net 49 s) |
-# | `gpu` | the shipped recipes: autoencoder 600 steps, DiT 3,500 steps (`python -m course_lib.train ldm_autoencoder` / `dit_mnist --profile gpu`); DiT and U-Net 2,000 steps each here | not timed on a GPU for this release (the recipes took 119 s + 970 s on the shared 2-core CPU, 1 thread) |
+# | `ci` | the autoencoder 40 steps; a DiT and a latent U-Net 30 steps each on 2,000 latents | 22 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the autoencoder 300 steps; DiT and U-Net 400 steps each on 60,000 latents (DiT 104 s, U-Net 49 s) | 4 min 13 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | the shipped recipes: autoencoder 600 steps, DiT 3,500 steps (`python -m course_lib.train ldm_autoencoder` / `dit_mnist --profile gpu`); DiT and U-Net 2,000 steps each here | not measured: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU |
 #
 # Whatever the profile, the figures use the shipped checkpoints `ldm_autoencoder` and `dit_mnist`, and chapter 11's
 # `ddpm_mnist` for the pixel-space comparison.
@@ -637,7 +653,7 @@ course_lib.check.check_function(my_sincos_positions, sincos_position_embedding, 
 course_lib.check.show_solution(sincos_position_embedding)
 
 # %% [markdown]
-# ## F. Discussion
+# ## F. Discussion questions
 #
 # 1. The autoencoder's reconstruction error is a floor for the whole latent model. Our FID is measured on *decoded*
 #    samples: how would you find out how much of it is the autoencoder's fault and how much the diffusion model's?

@@ -27,6 +27,8 @@ One module per concern:
 - ``guidance``: chapter 12's Bayes rule on scores, classifier guidance, classifier-free guidance (label dropout, both
   weight conventions), the CFG sweep, inpainting by replacement
 - ``recipes``: the recipe behind every shipped checkpoint, and ``load_shipped(name)``
+- ``timing``: ``make time`` (``python -m course_lib.timing``), each chapter's measured wall time, kept in its metadata
+- ``student``: ``make student`` (``python -m course_lib.student``), the chapters with their exercise solutions as stubs
 """
 from .profiles import PROFILES, per_profile, profile
 from .runtime import device, seed_everything, use_profile_threads

@@ -7,14 +7,16 @@
 
 Only core ipywidgets (no ipympl or other front-end extensions), so it renders in plain JupyterLab;
 run headless (nbval, a script) it draws the default state once. The figure is a
-``matplotlib.figure.Figure`` made without pyplot, so it never shows up twice.
+``matplotlib.figure.Figure`` made without pyplot, so it never shows up twice, and it is shown as a PNG
+image, so it looks the same whether or not pyplot's inline backend has started.
 """
 from __future__ import annotations
 
+import io
 from typing import Callable
 
 import ipywidgets as widgets
-from IPython.display import clear_output, display
+from IPython.display import Image, clear_output, display
 from matplotlib.figure import Figure
 
 
@@ -35,13 +37,26 @@ def interactive_figure(draw: Callable, *, nrows: int = 1, ncols: int = 1, figsiz
     figure = Figure(figsize=figsize, layout="constrained")
     output = widgets.Output()
 
-    def redraw(_change=None):
+    def draw_now():
         figure.clear()
-        axes = figure.subplots(nrows, ncols)
-        draw(axes, **{name: control.value for name, control in controls.items()})
+        draw(figure.subplots(nrows, ncols), **{name: control.value for name, control in controls.items()})
+
+    def show_now():
+        clear_output(wait=True)
+        display(figure_png(figure))
+
+    def redraw(change=None):
+        if change is None:  # the first draw, or box.redraw(): an error fails the cell like any error
+            draw_now()
+            with output:
+                show_now()
+            return
+        # A control moved: the kernel calls this outside any cell, so an error raised here would only
+        # reach JupyterLab's log console. Inside ``with output`` its traceback shows where the figure was.
         with output:
             clear_output(wait=True)
-            display(figure)
+            draw_now()
+            show_now()
 
     for control in controls.values():
         control.observe(redraw, names="value")
@@ -49,6 +64,17 @@ def interactive_figure(draw: Callable, *, nrows: int = 1, ncols: int = 1, figsiz
     box = widgets.VBox([widgets.HBox(list(controls.values())), output])
     box.redraw, box.figure = redraw, figure
     return box
+
+
+def figure_png(figure: Figure) -> Image:
+    """The figure as a PNG image, drawn as the inline backend draws it (tight box, the figure's dpi).
+
+    Displaying the Figure object itself would need pyplot's inline backend to be active, which it is
+    only after the notebook made a pyplot figure; a PNG shows the same everywhere.
+    """
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return Image(data=buffer.getvalue(), format="png")
 
 
 def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int = 1, *, titles=None,
@@ -97,6 +123,7 @@ def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int =
         return f"patch (row {row}, col {col})"
 
     def draw(axes, image, layer, head, query, view, temperature):
+        head = None if head == "mean" else head
         picture = images[image].detach().cpu().float()
         row = select_attention(attentions, image, layer, head, query, rollout=view == "rollout",
                                temperature=temperature).cpu()
@@ -121,11 +148,12 @@ def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int =
         ax_weights.set_xticks([])
         ax_weights.set_yticks([])
 
-    head_options = [("mean", None)] + [(str(h), h) for h in range(heads)]
+    # "mean" as a string, not None: a Dropdown whose value is None shows no selection at all.
+    head_options = [("mean", "mean")] + [(str(h), h) for h in range(heads)]
     controls = dict(
         image=widgets.IntSlider(value=image, min=0, max=b - 1, description="image"),
         layer=widgets.IntSlider(value=layer % len(attentions), min=0, max=len(attentions) - 1, description="layer"),
-        head=widgets.Dropdown(options=head_options, value=head, description="head"),
+        head=widgets.Dropdown(options=head_options, value="mean" if head is None else head, description="head"),
         query=widgets.IntSlider(value=query, min=0, max=tokens - 1, description="query token"),
         view=widgets.ToggleButtons(options=["attention", "rollout"] if rollout else ["attention"],
                                    value="attention", description="view"),

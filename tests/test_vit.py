@@ -259,7 +259,12 @@ def test_attention_explorer_draws_and_redraws():
     assert isinstance(box, widgets.VBox) and isinstance(box.figure, Figure)
     assert len(box.figure.axes) >= 3  # image, overlay, weights (+ colour bar)
     image, layer, head, query, view, temperature = box.children[0].children
-    assert head.options[0] == ("mean", None) and len(head.options) == 5 and query.max == 49
+    assert head.options[0] == ("mean", "mean") and head.value == "mean" and len(head.options) == 5 and query.max == 49
+    mean_title = box.figure.axes[1].get_title()
+    head.value = 1
+    assert box.figure.axes[1].get_title() != mean_title  # one head, not the mean over heads
+    head.value = "mean"
+    assert box.figure.axes[1].get_title() == mean_title
     view.value = "rollout"
     query.value = 20
     temperature.value = 3.0

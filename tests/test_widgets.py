@@ -6,7 +6,7 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from course_lib.widgets import interactive_figure
+from course_lib.widgets import figure_png, interactive_figure
 
 
 class Recorder:
@@ -115,3 +115,23 @@ def test_error_in_draw_propagates():
         raise RuntimeError("learner's bug")
     with pytest.raises(RuntimeError, match="learner's bug"):
         interactive_figure(draw, beta=widgets.FloatSlider())
+
+
+def test_the_figure_is_shown_as_a_png_whatever_the_backend():
+    figure = Figure(figsize=(2, 2))
+    figure.subplots().plot([0, 1])
+    image = figure_png(figure)
+    assert image.format == "png" and image.data.startswith(b"\x89PNG")
+
+
+def test_error_after_a_control_moved_is_raised_outside_a_kernel():
+    # In JupyterLab the traceback is shown inside the widget (the browser tests check that); in a plain
+    # Python process there is no kernel to show it, so it must not be swallowed.
+    def draw(ax, beta):
+        if beta > 0:
+            raise RuntimeError("learner's bug after the slider moved")
+        ax.plot([0, 1])
+    slider = widgets.FloatSlider(value=0.0)
+    interactive_figure(draw, beta=slider)
+    with pytest.raises(RuntimeError, match="after the slider moved"):
+        slider.value = 1.0
