@@ -24,7 +24,8 @@ help:
 	@echo "make time   run each chapter top to bottom and record its time (PROFILE=ci|cpu, CHAPTERS=chapters/08_vae.ipynb)"
 	@echo "make test-browser  every chapter run in JupyterLab in headless Chromium (screenshots in artifacts/browser/)"
 	@echo "make student  write student/NN_slug.ipynb: each chapter with its exercise solutions replaced by stubs"
-	@echo "            (overwrites student/; STUDENT_OUT=my_work writes elsewhere)"
+	@echo "            (never overwrites a notebook you edited: it stops instead; STUDENT_OUT=my_work writes"
+	@echo "            elsewhere, FORCE=1 replaces edited ones after copying each to NN_slug.ipynb.bak)"
 
 install: $(STAMP)
 
@@ -41,6 +42,7 @@ lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir=chapters $(ROOT_FLAG) $(LAB_ARGS)
 
 test: data
+	rm -rf $(STUDENT_CI)  # never a learner's work: a fresh copy each run
 	$(BIN)/python -m course_lib.student --quiet --out $(STUDENT_CI)
 	COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser tests $(NOTEBOOKS) $(STUDENT_CI_NOTEBOOKS)
@@ -76,7 +78,7 @@ time: install
 	OMP_WAIT_POLICY=PASSIVE .ci/offline $(BIN)/python -m course_lib.timing --profile $(PROFILE) $(CHAPTERS)
 
 student: install
-	$(BIN)/python -m course_lib.student --out $(STUDENT_OUT)
+	$(BIN)/python -m course_lib.student --out $(STUDENT_OUT) $(if $(filter-out 0,$(FORCE)),--force,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

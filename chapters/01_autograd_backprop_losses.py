@@ -1231,7 +1231,7 @@ def my_forward_backward(x, y, W1, b1, W2, b2):
     """Mean cross entropy of the 784-H-10 MLP and its gradients, by hand. x: (N, 784), y: (N,) int64."""
     N = x.shape[0]
     # forward
-    z1 = x @ W1.T + b1  # (N, H)
+    z1 = F.linear(x, W1, b1)  # (N, H) = x @ W1.T + b1, by the kernel nn.Linear uses (see below)
     h = z1.clamp(min=0)  # (N, H)  ReLU
     z2 = h @ W2.T + b2  # (N, K)
     log_q = z2 - torch.logsumexp(z2, dim=1, keepdim=True)  # (N, K)  stable log softmax
@@ -1253,6 +1253,17 @@ assert torch.allclose(my_loss, loss.detach())
 for name in params:
     assert torch.allclose(my_grads[name], autograd_grads[name], atol=1e-7), name
 print("my_forward_backward == autograd for W1, b1, W2, b2 (torch.allclose)")
+
+# %% [markdown]
+# Why `F.linear(x, W1, b1)` and not `x @ W1.T + b1`: the two are equal in exact arithmetic, but a float matrix product sums
+# in an order that depends on the kernel, so they can differ in the last bit. The ReLU mask $\mathbf{1}[z_1 > 0]$ thresholds $z_1$ at 0:
+# a unit within rounding distance of 0 could be active in one computation and not in the other, and then a whole row of
+# $\partial \mathcal{L} / \partial W_1$ differs. Computing $z_1$ as `nn.Linear` does makes both masks the same on every machine.
+# How close does this batch come?
+
+# %%
+gap = (x_batch @ W1.T + b1 - F.linear(x_batch, W1, b1)).abs().max().item()
+print(f"max |(x @ W1.T + b1) - F.linear(x, W1, b1)| = {gap:.1e}; smallest |z_1| in this batch = {z1.abs().min().item():.1e}")
 
 # %% [markdown]
 # **Finite differences.** Autograd could share a mistake with us (it is the same math), so the independent check is

@@ -596,7 +596,13 @@ print("norms of the mean of unit embeddings, per class:", mean_of_units.norm(dim
 by_cosine = cosine_similarity_matrix(test_embeddings, mean_of_units).argmax(1)  # (n_test,)
 by_ensemble = (test_embeddings @ ensemble.T).argmax(1)  # dot products with the renormalised ensemble
 by_raw_dot = (test_embeddings @ mean_of_units.T).argmax(1)  # dot products with the mean, not renormalised
-assert torch.equal(by_cosine, by_ensemble)
+# The two are equal in exact arithmetic; in floats, a digit whose two best classes score within rounding error may flip.
+scores = cosine_similarity_matrix(test_embeddings, mean_of_units)  # (n_test, 10)
+top2 = scores.topk(2, dim=1).values
+clear_winner = (top2[:, 0] - top2[:, 1]) > 1e-5  # the best class wins by far more than float32 rounding
+assert torch.equal(by_cosine[clear_winner], by_ensemble[clear_winner])
+print(f"cosine with the mean == dot product with the renormalised mean on all {clear_winner.sum().item():,} digits with a "
+      f"clear winner ({(~clear_winner).sum().item()} within 1e-5 of a tie)")
 print(f"predictions that change when the mean is not renormalised (dot products): {(by_raw_dot != by_ensemble).sum().item()} "
       f"of {n_test:,}")
 

@@ -25,6 +25,18 @@ def _check_boxes(boxes: torch.Tensor, name: str = "boxes") -> None:
         raise TypeError(f"{name} must be floating point, got {boxes.dtype}; use boxes.float()")
 
 
+def _check_xyxy(boxes: torch.Tensor, name: str) -> None:
+    """xyxy boxes must have x0 <= x1 and y0 <= y1: an inverted box has a negative width that IoU and GIoU
+    would turn into numbers outside their range (a GIoU of 1.6e13) instead of an error."""
+    _check_boxes(boxes, name)
+    inverted = (boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1])
+    if inverted.any():
+        first = boxes.reshape(-1, 4)[inverted.reshape(-1)][0].tolist()
+        raise ValueError(f"{name} holds {int(inverted.sum())} inverted box(es) (x1 < x0 or y1 < y0), e.g. "
+                         f"{[round(v, 4) for v in first]}: xyxy boxes are (x0, y0, x1, y1) with x0 <= x1 and y0 <= y1. "
+                         "Boxes in (cx, cy, w, h) form? Convert them with cxcywh_to_xyxy first.")
+
+
 # ------------------------------------------------------------------------------------------------ conversions
 
 def pixel_to_xyxy(pixel_boxes: torch.Tensor) -> torch.Tensor:
@@ -71,8 +83,8 @@ def _intersection_union(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor,
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise IoU of xyxy boxes: ``a``, ``b`` broadcastable (..., 4) -> (...). 0 for two empty boxes."""
-    _check_boxes(a, "a")
-    _check_boxes(b, "b")
+    _check_xyxy(a, "a")
+    _check_xyxy(b, "b")
     intersection, union = _intersection_union(a, b)
     return intersection / union.clamp_min(1e-12)
 
@@ -80,8 +92,8 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def giou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Elementwise generalized IoU (Rezatofighi et al. 2019) of xyxy boxes, (..., 4) -> (...), in (-1, 1]:
     IoU - |C minus (A union B)| / |C|, with C the smallest box enclosing both."""
-    _check_boxes(a, "a")
-    _check_boxes(b, "b")
+    _check_xyxy(a, "a")
+    _check_xyxy(b, "b")
     intersection, union = _intersection_union(a, b)
     enclosing_wh = torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])
     enclosing = enclosing_wh[..., 0] * enclosing_wh[..., 1]

@@ -112,6 +112,11 @@ def set_loss(logits: torch.Tensor, boxes: torch.Tensor, targets: list[dict], num
     pairs and divided by the number of target boxes.
     """
     b, n, k1 = logits.shape
+    if len(targets) != b:
+        raise ValueError(f"{len(targets)} target dicts for a batch of {b} images: give one per image (an image without "
+                         "objects gets {'labels': an empty long tensor, 'boxes': an empty (0, 4) tensor})")
+    if matches is not None and len(matches) != b:
+        raise ValueError(f"{len(matches)} matches for a batch of {b} images: give one (rows, cols) pair per image")
     if k1 != num_classes + 1:
         raise ValueError(f"logits have {k1} classes; expected num_classes + 1 = {num_classes + 1} (the last is 'no object')")
     if matches is None:

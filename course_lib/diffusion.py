@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .runtime import as_device
 from .unet import UNet, sinusoidal_embedding
 
 
@@ -280,6 +281,10 @@ def _check_shape(shape) -> tuple:
 
 def starting_noise(shape, generator, device, x_T: torch.Tensor | None) -> torch.Tensor:
     """x_T: the given one, or a fresh draw from N(0, I) (drawn on the CPU, so a seed gives the same x_T anywhere)."""
+    device = as_device(device)
+    if x_T is not None and tuple(x_T.shape) != tuple(shape):
+        raise ValueError(f"x_T has shape {tuple(x_T.shape)} but the sampler was asked for shape {tuple(shape)}: "
+                         "pass shape=x_T.shape, or an x_T of the shape you want")
     return (torch.randn(shape, generator=generator) if x_T is None else x_T.cpu()).to(device)
 
 

@@ -367,12 +367,11 @@ def attention_report(vit: ViT, images: torch.Tensor, pixel_masks: torch.Tensor, 
 # ----------------------------------------------------------------------------------- Normalized Cut on features
 
 def similarity_quantile_tau(features: torch.Tensor, quantile: float) -> float:
-    """tau = the ``quantile`` of the off-diagonal cosine similarities of ``features`` (N, C): the calibration
-    of the graph threshold from the similarity histogram."""
-    f = F.normalize(features.detach().double(), dim=-1)
-    similarity = f @ f.T
-    off_diagonal = similarity[~torch.eye(len(f), dtype=torch.bool)]
-    return torch.quantile(off_diagonal, quantile).item()
+    """tau = the ``quantile`` of the cosine similarities of the N (N - 1) / 2 pairs of ``features`` (N, C): the
+    calibration of the graph threshold from the similarity histogram (each pair counted once)."""
+    similarity = spectral.cosine_similarities(features)                                  # (N, N), symmetric
+    upper = torch.triu_indices(len(similarity), len(similarity), offset=1)
+    return torch.quantile(similarity[upper[0], upper[1]], quantile).item()
 
 
 def tokencut_mask(features: torch.Tensor, tau: float, eps: float = 1e-5) -> np.ndarray:
@@ -383,7 +382,7 @@ def tokencut_mask(features: torch.Tensor, tau: float, eps: float = 1e-5) -> np.n
     _, y = spectral.ncut_eigenvectors(w, k=2)
     y1 = y[:, 1]
     split = y1 > y1.mean()
-    seed = int(np.argmax(np.abs(y1 - y1.mean())))
+    seed = int(spectral.first_largest(np.abs(y1 - y1.mean())))  # ties broken by position, the same on every machine
     return split if split[seed] else ~split
 
 

@@ -47,9 +47,29 @@ def shipped_classifier(device: torch.device | str = "cpu") -> MnistClassifier:
     return model
 
 
+def check_pixel_images(images: torch.Tensor, name: str = "images") -> None:
+    """Refuse what the classifier was not trained on: integer pixels (0..255) or float values outside [0, 1].
+
+    Such inputs do not crash, they give absurd numbers (an FID of 70 million on uint8 digits)."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 1, 28, 28), got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(f"{name} have dtype {images.dtype}; the classifier expects floats in [0, 1]: "
+                        f"use {name}.float() / 255 for 0..255 pixels")
+    if images.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(images.shape)})")
+    low, high = images.min().item(), images.max().item()
+    if not (low >= -1e-4 and high <= 1 + 1e-4):  # also catches NaN
+        hint = ("they look like model outputs in [-1, 1]: map them with course_lib.diffusion.to_pixel_range(x)"
+                if low >= -1 - 1e-4 and high <= 1 + 1e-4 else "they look like 0..255 pixels: divide by 255"
+                if high > 1.5 else "clamp them with x.clamp(0, 1)")
+        raise ValueError(f"{name} must lie in [0, 1], found values in [{low:.4g}, {high:.4g}]: {hint}")
+
+
 @torch.no_grad()
 def classifier_outputs(images: torch.Tensor, classifier: MnistClassifier, batch_size: int = 1000):
-    """Features (N, 128) and class probabilities (N, 10), in float64 on the CPU."""
+    """Features (N, 128) and class probabilities (N, 10), in float64 on the CPU, of ``images`` (N, 1, 28, 28) in [0, 1]."""
+    check_pixel_images(images)
     device = next(classifier.parameters()).device
     features, probs = [], []
     for start in range(0, len(images), batch_size):

@@ -17,6 +17,7 @@ Taught in chapter 00.
 from __future__ import annotations
 
 import os
+import warnings
 from types import SimpleNamespace
 
 import torch
@@ -39,7 +40,25 @@ def profile() -> str:
             f"Use one of {', '.join(PROFILES)} (or leave it unset: 'gpu' with CUDA, else 'cpu'), "
             f"e.g. `export {ENV_VAR}=cpu`."
         )
+    if value == "gpu" and not torch.cuda.is_available():
+        _warn_gpu_profile_on_cpu()
     return value
+
+
+_warned_gpu_on_cpu = False
+
+
+def _warn_gpu_profile_on_cpu() -> None:
+    """Once per process: the full recipes will run, but on the CPU."""
+    global _warned_gpu_on_cpu
+    if _warned_gpu_on_cpu:
+        return
+    _warned_gpu_on_cpu = True
+    warnings.warn(
+        f"{ENV_VAR}=gpu, but torch sees no CUDA GPU here: the full recipes will run on the CPU. Their training runs "
+        "are 3-10x longer than the 'cpu' profile's, so a chapter that takes 5-15 minutes under 'cpu' can take one "
+        f"to several hours. Use `export {ENV_VAR}=cpu` (the default without a GPU) unless that is what you want.",
+        RuntimeWarning, stacklevel=3)
 
 
 def per_profile(*, ci: dict, cpu: dict, gpu: dict, active: str | None = None) -> SimpleNamespace:

@@ -27,7 +27,7 @@ from .ldm import (KLAutoencoder, autoencoder_loss, balanced_labels, encode_laten
 from .mae import MAE, train_mae
 from .metrics import MnistClassifier, quality_of_samples, sample_quality
 from .profiles import per_profile
-from .runtime import device, seed_everything
+from .runtime import as_device, device, seed_everything
 from .score import NoiseConditionalScoreNet, evaluate_ncsn, geometric_sigmas, ncsn_loss, toy_mixture
 from .train import accuracy, fit, minibatches, warmup_cosine
 from .unet import UNet
@@ -631,13 +631,36 @@ MODELS = {
 
 
 def load_shipped(name: str, device: torch.device | str = "cpu",
-                 directory: str | os.PathLike = checkpointing.CHECKPOINT_DIR) -> torch.nn.Module:
-    """The shipped model ``name``, rebuilt as its recipe made it, weights loaded, in eval mode."""
+                 directory: str | os.PathLike | None = None) -> torch.nn.Module:
+    """The shipped model ``name``, rebuilt as its recipe made it, weights loaded, in eval mode.
+
+    ``directory`` defaults to the shipped folder, ``checkpointing.CHECKPOINT_DIR``."""
+    import difflib
+
+    device = as_device(device)
+    directory = checkpointing.CHECKPOINT_DIR if directory is None else directory
     manifest = checkpointing.read_manifest(directory)
-    if name not in manifest or name not in MODELS:
-        raise FileNotFoundError(f"no shipped checkpoint named {name!r} in {directory}; shipped: "
-                                f"{', '.join(sorted(manifest)) or 'none'}. Restore course_lib/checkpoints/ with git, "
-                                f"or retrain it with `python -m course_lib.train {name} --profile cpu|gpu`.")
-    model = MODELS[name](manifest[name]).to(device)
+    shipped = ", ".join(sorted(manifest)) or "none"
+    if name not in manifest and name in RECIPES:
+        raise FileNotFoundError(f"no shipped checkpoint named {name!r} in {directory}; shipped: {shipped}. "
+                                "Restore course_lib/checkpoints/ with git, or retrain it with "
+                                f"`python -m course_lib.train {name} --profile cpu|gpu`.")
+    if name not in manifest:
+        close = difflib.get_close_matches(name, sorted(manifest) + sorted(RECIPES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise FileNotFoundError(f"there is no model named {name!r}: it is neither shipped in {directory} nor a "
+                                f"recipe.{hint} Shipped: {shipped}.")
+    if name not in MODELS:
+        raise FileNotFoundError(f"{name!r} is in {directory} but course_lib.recipes.MODELS has no builder for it: "
+                                "register one there, or build the model yourself and load its weights with "
+                                f"checkpointing.load_checkpoint(model, {name!r}, directory=...).")
+    entry = checkpointing.manifest_entry(name, directory, needs=("file", "sha256", "recipe"))
+    try:
+        model = MODELS[name](entry).to(device)
+    except KeyError as missing:
+        raise ValueError(f"the entry {name!r} in {directory} lacks {missing} in its recipe, which rebuilding "
+                         "the model needs: the manifest was edited by hand or is damaged. Restore the shipped one with "
+                         "`git checkout -- course_lib/checkpoints/manifest.json`, or retrain it with "
+                         f"`python -m course_lib.train {name} --force`.") from None
     checkpointing.load_checkpoint(model, name, directory=directory)
     return model

@@ -23,6 +23,28 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def as_device(value: torch.device | str | None) -> torch.device | None:
+    """``value`` as a ``torch.device`` (None stays None), with a clear error for a name torch does not know
+    (``"gpu"``) or a device this machine does not have."""
+    if value is None or isinstance(value, torch.device):
+        chosen = value
+    elif isinstance(value, str):
+        kind = value.split(":")[0].strip().lower()
+        if kind not in DEVICE_TYPES:
+            raise ValueError(f"{value!r} is not a device name: use 'cuda' (an NVIDIA GPU, or 'cuda:1' for the second), "
+                             "'mps' (Apple silicon) or 'cpu', or course_lib.device() for the best one here")
+        chosen = torch.device(value.strip().lower())
+    else:
+        raise TypeError(f"device must be a torch.device or a string such as 'cpu' or 'cuda', got {type(value).__name__}")
+    if chosen is not None and chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(chosen)!r} was asked for, but torch sees no CUDA GPU here "
+                         f"(torch {torch.__version__}); use course_lib.device(), which picks the best device available")
+    return chosen
+
+
 def seed_everything(seed: int = 0) -> torch.Generator:
     """Seed Python's ``random``, NumPy and torch (CPU and every GPU); return a seeded torch Generator.
 

@@ -67,7 +67,8 @@ def pca(x, k: int | None = None) -> PCA:
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     variances = eigenvalues.flip(0)[:k].clamp_min(0.0)      # (k,) descending
     components = eigenvectors.flip(1)[:, :k]                 # (d, k)
-    signs = torch.sign(components.gather(0, components.abs().argmax(dim=0, keepdim=True)))
+    largest = torch.from_numpy(first_largest(components.abs().cpu().numpy()))[None].to(components.device)  # (1, k)
+    signs = torch.sign(components.gather(0, largest))
     components = components * signs
     dtype = rows.dtype
     return PCA(mean.to(dtype), components.to(dtype), variances.to(dtype), float(torch.trace(covariance)))
@@ -142,6 +143,10 @@ def _as_affinity(w):
     else:
         asymmetry = np.abs(w - w.T).max() if w.size else 0.0
         smallest = w.min() if w.size else 0.0
+    values = w.data if scipy.sparse.issparse(w) else w
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"the affinity matrix holds {int(np.sum(~np.isfinite(values)))} NaN or infinite entries; "
+                         "check the features or the scales (sigma) that built it")
     if asymmetry > 1e-8:
         raise ValueError(f"the affinity matrix is not symmetric (max |W - W^T| = {asymmetry:.2g}); "
                          "use (W + W.T) / 2")
@@ -217,9 +222,17 @@ def nassoc_value(w, mask) -> float:
     return assoc(w, mask, mask) / assoc_a + assoc(w, ~mask, ~mask) / assoc_b
 
 
+def first_largest(magnitudes: np.ndarray, rel_tol: float = 1e-9) -> np.ndarray:
+    """Per column of ``magnitudes`` (n, k), or for a vector (n,), the first index whose value is within a relative
+    ``rel_tol`` of the largest: an arg max whose ties (values equal in exact arithmetic, different in the last bit)
+    are broken by position, the same way on every machine."""
+    magnitudes = np.asarray(magnitudes)
+    return np.argmax(magnitudes >= magnitudes.max(axis=0) * (1 - rel_tol), axis=0)
+
+
 def _fix_signs(y: np.ndarray) -> np.ndarray:
     """Each column's entry of largest magnitude made positive (eigenvectors are defined up to sign)."""
-    return y * np.sign(y[np.argmax(np.abs(y), axis=0), np.arange(y.shape[1])])
+    return y * np.sign(y[first_largest(np.abs(y)), np.arange(y.shape[1])])
 
 
 def _dot(a: np.ndarray, b: np.ndarray) -> float:
@@ -379,16 +392,30 @@ def ncut_bipartition(w, threshold: str | float = "search", n_thresholds: int = 3
     return mask, y1, _ncut_fast(w, degrees(w), mask)
 
 
+def cosine_similarities(features: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every pair of N feature vectors (N, C) -> (N, N) float64, exactly symmetric.
+
+    A float product ``f @ f.T`` is symmetric only in exact arithmetic: its (i, j) and (j, i) entries are
+    sums in different orders and can differ in the last bit, depending on the BLAS kernel the CPU picks.
+    Thresholding such a matrix can give w_ij = 1 and w_ji = eps. Averaging with the transpose makes the two
+    entries bitwise equal (float addition commutes), so anything computed from them stays symmetric.
+    """
+    if features.ndim != 2:
+        raise ValueError(f"expected features of shape (N, C), got {tuple(features.shape)}")
+    f = torch.nn.functional.normalize(features.detach().double().cpu(), dim=1)
+    similarity = f @ f.T                                                                  # (N, N)
+    return (similarity + similarity.T) / 2
+
+
 def feature_affinity(features: torch.Tensor, tau: float, eps: float = 1e-5) -> np.ndarray:
     """TokenCut-style graph on N feature vectors (N, C): w_ij = 1 if cos(f_i, f_j) > tau else eps.
 
     Calibrate ``tau`` on the histogram of the similarities (e.g. a quantile): thresholds from
     papers on large ViTs do not transfer to a tiny model, whose similarities can all sit near 1.
+    The similarities are symmetrised first (:func:`cosine_similarities`), so W is exactly symmetric
+    on every machine even when ``tau`` equals one of them.
     """
-    if features.ndim != 2:
-        raise ValueError(f"expected features of shape (N, C), got {tuple(features.shape)}")
-    f = torch.nn.functional.normalize(features.detach().double(), dim=1)
-    similarity = (f @ f.T).cpu().numpy()
+    similarity = cosine_similarities(features).numpy()
     w = np.where(similarity > tau, 1.0, eps)
     np.fill_diagonal(w, 0.0)
     return w

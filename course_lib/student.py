@@ -1,6 +1,6 @@
 """Student notebooks: every chapter with its exercise solutions replaced by runnable stubs.
 
-    python -m course_lib.student [--out student] [chapters ...]      (what ``make student`` runs)
+    python -m course_lib.student [--out student] [--force] [chapters ...]      (what ``make student`` runs)
 
 A chapter's exercise cells are tagged ``exercise`` and hold a working solution. In the student
 notebook (``<out>/NN_slug.ipynb``) each such cell keeps its tag and its imports, and every top-level
@@ -25,15 +25,26 @@ The stub then returns that expression (a comment says so) and the later cells ru
 still fail, with an ``AssertionError``. The same metadata gives a placeholder for a top-level constant
 (``ANSWER = 0.5`` in the solution becomes ``ANSWER = None`` unless ``stub`` says otherwise).
 
-Regenerating overwrites the notebooks in ``--out``: a learner keeps their work in another folder.
+A learner's work is never lost. Each notebook written records a fingerprint of its cells in its metadata
+(``course_student``: a short sha256 of each cell's type and source; outputs, execution counts and cell
+metadata are left out, so running the notebook is not an edit). Before writing anything, every target that
+exists is checked: one that still holds what was last written (or already holds what would be written) is
+replaced; one that was edited, has no fingerprint or is not readable stops the run with exit code 2 and
+nothing written, naming each notebook and what changed. ``--force`` replaces them anyway, after copying each
+to ``NN_slug.ipynb.bak`` (``.bak.1``, ``.bak.2``, ... when that exists). Notebooks are written to a temporary
+file in the same folder and then renamed, so a killed run never leaves half a notebook.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import copy
+import difflib
+import hashlib
 import io
+import json
 import os
+import shutil
 import sys
 import tokenize
 from dataclasses import dataclass, field
@@ -47,12 +58,30 @@ RAISES_TAG = "raises-exception"  # nbval's tag: the cell may raise
 STUB_METADATA = "stub"  # exercise cell metadata: {name: wrong-but-runnable expression}
 CHECK_METADATA = "student_check"  # student check cell metadata, read by student_check_problem
 NOT_IMPLEMENTED_TEXT = "is not implemented yet"  # what course_lib.check says when a stub raised
+FINGERPRINT_METADATA = "course_student"  # student notebook metadata: what this tool wrote, to spot a learner's edits
 _JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker", "region_name",
                        "cell_depth", "title"}
 
 
 class StudentError(ValueError):
     """A chapter cannot be turned into a student notebook; the message says which cell and why."""
+
+
+class LearnersWorkError(StudentError):
+    """Notebooks in ``--out`` differ from what this tool last wrote there: overwriting them could lose work."""
+
+    def __init__(self, problems: dict[Path, str]):
+        self.problems = problems  # notebook -> what changed in it
+        count = _plural(len(problems), "student notebook")
+        lines = [f"not overwriting {count} that differ{'s' if len(problems) == 1 else ''} from what "
+                 "`make student` last wrote (nothing was written):"]
+        lines += [f"  {path}: {problem}" for path, problem in problems.items()]
+        lines += ["Your work is untouched. Either",
+                  "  - keep it, and write fresh notebooks to another folder: make student STUDENT_OUT=DIR "
+                  "(python -m course_lib.student --out DIR)",
+                  "  - or replace these notebooks, each kept as NN_slug.ipynb.bak: make student FORCE=1 "
+                  "(python -m course_lib.student --force)"]
+        super().__init__("\n".join(lines))
 
 
 @dataclass
@@ -497,8 +526,9 @@ def build_student_notebook(chapter: Path, out_dir: Path | str = "student") -> St
     student.metadata.pop("jupytext", None)
     new_cells = [nbformat.v4.new_markdown_cell(
         f"> **Student version** of [chapter {number}]({link}), written by `make student`: each exercise's solution "
-        "is a stub for you to fill in. Running `make student` again overwrites this file, so keep your work in "
-        "another folder (`python -m course_lib.student --out my_work` writes a fresh copy there).")]
+        "is a stub for you to fill in. Once you have edited this file, running `make student` again will not "
+        "overwrite it (it stops and says what to do); `make student STUDENT_OUT=my_work` writes a fresh copy to "
+        "another folder.")]
     for index, cell in enumerate(student.cells):
         for key in _JUPYTEXT_CELL_KEYS | {STUB_METADATA}:
             cell.metadata.pop(key, None)
@@ -538,18 +568,113 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def write_student_notebooks(chapters=None, out_dir: Path | str = "student", *,
-                            quiet: bool = False) -> list[StudentChapter]:
-    """Write ``out_dir/NN_slug.ipynb`` for each chapter (all when ``chapters`` is None); overwrites them."""
+# --------------------------------------------------------------------------------------------
+# Writing, without ever losing a learner's work
+
+
+def cell_fingerprints(cells) -> list[str]:
+    """A short sha256 of each cell's type and source: what a learner edits, not what running it changes.
+
+    ``cells`` are nbformat cells or the plain dicts of a notebook's JSON (a source may be a list of lines).
+    """
+    fingerprints = []
+    for cell in cells:
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        text = f"{cell.get('cell_type')}\n{source}"
+        fingerprints.append(hashlib.sha256(text.encode("utf-8")).hexdigest()[:16])
+    return fingerprints
+
+
+def _describe_changes(written: list[str], current: list[str]) -> str:
+    """What changed between two lists of cell fingerprints: "3 cells edited, 1 added"."""
+    counts = {"edited": 0, "added": 0, "deleted": 0}
+    for tag, a0, a1, b0, b1 in difflib.SequenceMatcher(None, written, current, autojunk=False).get_opcodes():
+        if tag != "equal":
+            both = min(a1 - a0, b1 - b0)
+            counts["edited"] += both
+            counts["added"] += b1 - b0 - both
+            counts["deleted"] += a1 - a0 - both
+    changes = [(count, what) for what, count in counts.items() if count]
+    return ", ".join(f"{_plural(count, 'cell') if i == 0 else count} {what}" for i, (count, what) in enumerate(changes))
+
+
+def overwrite_problem(path: Path, new_cells: list[str]) -> str | None:
+    """Why overwriting the notebook at ``path`` could lose a learner's work, or None if it cannot.
+
+    It cannot when the file is absent, still holds the cells this tool last wrote there (its outputs do not
+    count), or already holds ``new_cells`` (the fingerprints of what would be written).
+    """
+    if not path.exists():
+        return None
+    try:
+        notebook = json.loads(path.read_text(encoding="utf-8"))
+        current = cell_fingerprints(notebook["cells"])
+        fingerprint = notebook.get("metadata", {}).get(FINGERPRINT_METADATA)
+    except (OSError, ValueError, LookupError, TypeError, AttributeError) as error:
+        return f"not readable as a notebook ({type(error).__name__}: {error})"
+    written = fingerprint.get("cells_sha256") if isinstance(fingerprint, dict) else None
+    if current == new_cells or current == written:
+        return None
+    if not isinstance(written, list):
+        return (f"no {FINGERPRINT_METADATA!r} fingerprint in its metadata: not written by `make student`, "
+                "or by a version older than this check")
+    return _describe_changes(written, current)
+
+
+def _backup(path: Path) -> Path:
+    """Copy ``path`` to ``path.bak`` (``.bak.1``, ``.bak.2``, ... if that exists: no backup is replaced)."""
+    backup, number = path.with_name(f"{path.name}.bak"), 0
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.bak.{number}")
+    shutil.copy2(path, backup)
+    return backup
+
+
+def _write_atomically(notebook, target: Path) -> None:
+    """Write to a temporary file in the same folder, then rename it: a killed run leaves no half notebook."""
     import nbformat
 
+    text = nbformat.writes(notebook)  # validates it before anything touches the disk
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text if text.endswith("\n") else text + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_student_notebooks(chapters=None, out_dir: Path | str = "student", *, force: bool = False,
+                            quiet: bool = False) -> list[StudentChapter]:
+    """Write ``out_dir/NN_slug.ipynb`` for each chapter (all when ``chapters`` is None).
+
+    A notebook there that differs from what this tool last wrote is a learner's work: if there is any,
+    nothing is written and :class:`LearnersWorkError` says which (``force``: each is copied to a ``.bak``
+    first, then replaced).
+    """
     chapters = find_chapters(chapters or ())
     out_dir = Path(out_dir)
     built = [build_student_notebook(chapter, out_dir) for chapter in chapters]  # every error before any write
+    targets = [out_dir / f"{result.chapter.stem}.ipynb" for result in built]
+    problems = {}
+    for result, target in zip(built, targets):
+        fingerprints = cell_fingerprints(result.notebook.cells)
+        result.notebook.metadata[FINGERPRINT_METADATA] = {"chapter": result.chapter.stem,
+                                                          "cells_sha256": fingerprints}
+        problem = overwrite_problem(target, fingerprints)
+        if problem:
+            problems[target] = problem
+    if problems and not force:
+        raise LearnersWorkError(problems)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for result in built:
-        target = out_dir / f"{result.chapter.stem}.ipynb"
-        nbformat.write(result.notebook, target)
+    for result, target in zip(built, targets):
+        if target in problems:
+            print(f"{target}: {problems[target]}; your version is kept as {_backup(target)}")
+        _write_atomically(result.notebook, target)
         if not quiet:
             checks = sum(len(e.check_cells) for e in result.exercises)
             runnable = sum(not s.raises for s in result.stubs)
@@ -590,14 +715,17 @@ def student_check_problem(metadata: dict, outputs: list) -> str | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.student", description=(
-        "Write student notebooks: each chapter with its exercise solutions replaced by stubs. "
-        "Overwrites the notebooks in --out."))
+        "Write student notebooks: each chapter with its exercise solutions replaced by stubs. A notebook in "
+        "--out that was edited since it was written (or not written by this tool) is never overwritten: the "
+        "run stops with exit code 2 and writes nothing, unless --force."))
     parser.add_argument("chapters", nargs="*", help="chapters (08, 08_vae, vae or a path); default: all")
     parser.add_argument("--out", default="student", help="folder to write to (default: student, git-ignored)")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--force", action="store_true", help="replace edited notebooks too, after copying each "
+                        "to NN_slug.ipynb.bak (or .bak.1, .bak.2, ...: no backup is replaced)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors and the backups made")
     args = parser.parse_args(argv)
     try:
-        built = write_student_notebooks(args.chapters, args.out, quiet=args.quiet)
+        built = write_student_notebooks(args.chapters, args.out, force=args.force, quiet=args.quiet)
     except StudentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

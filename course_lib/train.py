@@ -15,12 +15,15 @@ Taught in chapter 01.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
+
+from .runtime import as_device
 
 
 def minibatches(*tensors: torch.Tensor, batch_size: int, generator: torch.Generator | None = None,
@@ -64,6 +67,19 @@ def _to_device(batch, device):
     return type(batch)(_to_device(item, device) for item in batch)
 
 
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite: :func:`fit` stops at once instead of training on with NaN weights."""
+
+
+def _divergence_message(value: float, step: int, losses: list[float], optimizer: torch.optim.Optimizer) -> str:
+    last = f"the last finite loss was {losses[-1]:.4g} at step {step - 1}" if losses else "at the very first step"
+    rates = sorted({group.get("lr") for group in optimizer.param_groups if group.get("lr") is not None})
+    lr = f" (now {', '.join(f'{r:.3g}' for r in rates)})" if rates else ""
+    return (f"the loss is {value} at step {step}; {last}. Training stopped: every weight would become NaN. "
+            f"Try a smaller learning rate{lr} or gradient clipping (clip_grad_norm=1.0), and check the data: "
+            "no NaN or infinite values, and the range the loss expects (e.g. pixels in [0, 1] for BCE).")
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: int,
         optimizer: torch.optim.Optimizer, device: torch.device | str | None = None,
         eval_fn: Callable[[torch.nn.Module], dict] | None = None, eval_every: int | None = None,
@@ -80,6 +96,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    device = as_device(device)
     history = History()
     start = time.perf_counter()
     bar = tqdm(range(1, steps + 1), desc=desc, disable=not show_progress, leave=True)
@@ -89,6 +106,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
         if loss.ndim != 0:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}; "
                              "did you forget .mean()?")
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            bar.close()
+            raise TrainingDiverged(_divergence_message(loss_value, step, history.losses, optimizer))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad_norm is not None:
@@ -98,7 +119,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
             scheduler.step()
         if after_step is not None:
             after_step(model)
-        history.losses.append(loss.item())
+        history.losses.append(loss_value)
         is_last = step == steps
         if eval_fn is not None and (is_last or (eval_every and step % eval_every == 0)):
             model.eval()
@@ -107,7 +128,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
             history.evals.append((step, metrics))
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         elif step % 10 == 0 or is_last:
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
     bar.close()
     model.eval()
     history.wall_time_s = time.perf_counter() - start
@@ -116,7 +137,6 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     """Learning rate: linear warm-up from 0 over ``warmup_steps``, then a cosine decay to 0 at ``total_steps``."""
-    import math
 
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -132,6 +152,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     """Fraction of ``x`` whose arg-max logit equals ``y`` (model in eval mode, batched)."""
     if len(x) != len(y):
         raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    if len(x) == 0:
+        raise ValueError("accuracy of an empty set is undefined: x and y hold no examples (check the slice or filter)")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -143,11 +165,85 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct / len(x)
 
 
-def main(argv=None) -> None:
-    """``python -m course_lib.train NAME --profile cpu|gpu``: run a recipe and ship its checkpoint."""
-    import argparse
+# ------------------------------------------------------------------------------------- the command line
 
-    from .checkpointing import save_checkpoint
+RESCUE_DIR = "~/.cache/course_lib/rescued"  # where main() keeps trained weights it could not save
+
+
+def _command(args, *more: str) -> str:
+    """The command line that ran, with ``more`` options, to show in advice."""
+    words = ["python -m course_lib.train", args.name]
+    words += ["--profile", args.profile] if args.profile else []
+    words += ["--seed", str(args.seed)] if args.seed else []
+    return " ".join(words + list(more))
+
+
+def _refusal(args, entry: dict) -> str:
+    """Why main() will not replace the checkpoint ``entry`` without --force, and what to run instead."""
+    from . import checkpointing
+
+    had = f"metrics {entry.get('metrics')} ({entry.get('device')}, {entry.get('created')})"
+    if args.out is None:
+        return (f"{args.name} is already shipped in {checkpointing.CHECKPOINT_DIR} with {had}. Nothing was trained.\n"
+                f"  to keep both, save the new one elsewhere: {_command(args, '--out DIR')}\n"
+                f"  to replace the shipped one:               {_command(args, '--force')}\n")
+    return (f"{args.out} already holds {args.name} with {had}. Nothing was trained.\n"
+            f"  to keep both, pick another folder: {_command(args, '--out OTHER_DIR')}\n"
+            f"  to replace it:                     {_command(args, '--out', str(args.out), '--force')}\n")
+
+
+def _rescue(model: torch.nn.Module, name: str, details: dict):
+    """Save ``model``'s weights (and ``details`` as JSON beside them) where nothing can be harmed, after
+    save_checkpoint failed: RESCUE_DIR, else the temporary folder. Return the path, or None."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    try:
+        text = json.dumps(details, indent=2, default=repr) + "\n"  # a value JSON cannot store as its repr
+    except (TypeError, ValueError):
+        text = repr(details) + "\n"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (Path(RESCUE_DIR).expanduser(), Path(tempfile.gettempdir())):
+        path, n = folder / f"{name}-{stamp}.pt", 1
+        while path.exists():  # never overwrite an earlier rescue
+            path, n = folder / f"{name}-{stamp}-{n}.pt", n + 1
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            torch.save(state, path)
+        except Exception:
+            path.unlink(missing_ok=True)
+            continue
+        try:
+            path.with_suffix(".json").write_text(text)
+        except OSError:
+            pass  # the weights are what matter
+        return path
+    return None
+
+
+def _rescue_report(rescued, args, error: Exception) -> str:
+    """Where the rescued weights are, and how to try again."""
+    if rescued is None:
+        kept = f"The trained weights could not be rescued either (tried {RESCUE_DIR} and the temporary folder).\n"
+    else:
+        kept = (f"The trained weights are safe in {rescued}, "
+                f"their recipe and metrics in {rescued.with_suffix('.json')}.\n"
+                f"  to use them: model.load_state_dict(torch.load({str(rescued)!r}))\n")
+    if isinstance(error, OSError):
+        return kept + f"  to train again into a folder you can write: {_command(args, '--out DIR')}\n"
+    same_target = (["--out", str(args.out)] if args.out else []) + (["--force"] if args.force else [])
+    return kept + f"  to train again, fix what the error names first, then: {_command(args, *same_target)}\n"
+
+
+def main(argv=None) -> None:
+    """``python -m course_lib.train NAME --profile cpu|gpu``: run a recipe and save its checkpoint in the
+    shipped folder (or in --out DIR). A checkpoint that is already there is only replaced with --force."""
+    import argparse
+    from pathlib import Path
+
+    from . import checkpointing
     from .recipes import RECIPES
     from .runtime import device
 
@@ -156,14 +252,36 @@ def main(argv=None) -> None:
     parser.add_argument("--profile", choices=("ci", "cpu", "gpu"), default=None,
                         help="run profile (default: $COURSE_PROFILE, else gpu with CUDA, else cpu)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="save the checkpoint and its manifest entry in DIR, not in course_lib/checkpoints/")
+    parser.add_argument("--force", action="store_true", help="replace a checkpoint NAME that is already there")
     parser.add_argument("--dry-run", action="store_true", help="train and report, but write nothing")
     args = parser.parse_args(argv)
+    old = None
+    if not args.dry_run:  # refuse before training, not after an hour of it
+        try:
+            old = checkpointing.read_manifest(args.out).get(args.name)
+        except ValueError as damaged:
+            parser.exit(2, f"{parser.prog}: {damaged}\n")
+        if old is not None and not args.force:
+            parser.exit(2, f"{parser.prog}: {_refusal(args, old)}")
+
     model, history, metrics, recipe = RECIPES[args.name](args.profile, seed=args.seed)
     print(f"{args.name}: {metrics} in {history.wall_time_s:.1f} s on {device()}")
-    if not args.dry_run:
-        path = save_checkpoint(model, args.name, recipe=recipe, metrics=metrics,
-                               wall_time_s=history.wall_time_s, device=device())
-        print(f"wrote {path}")
+    if args.dry_run:
+        return
+    where = {} if args.out is None else {"directory": args.out}
+    try:
+        path = checkpointing.save_checkpoint(model, args.name, recipe=recipe, metrics=metrics,
+                                             wall_time_s=history.wall_time_s, device=device(), **where)
+    except Exception as error:  # never throw a long training away: keep the weights somewhere
+        rescued = _rescue(model, args.name, {"name": args.name, "recipe": recipe, "metrics": metrics,
+                                             "wall_time_s": history.wall_time_s, "device": str(device())})
+        parser.exit(1, f"{parser.prog}: could not save {args.name}: {type(error).__name__}: {error}\n"
+                       + _rescue_report(rescued, args, error))
+    print(f"wrote {path}")
+    if old is not None:
+        print(f"replaced the old {args.name}\n  old metrics: {old.get('metrics')}\n  new metrics: {metrics}")
 
 
 if __name__ == "__main__":

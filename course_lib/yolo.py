@@ -53,13 +53,17 @@ def encode_targets(labels: torch.Tensor, pixel_boxes: torch.Tensor, image_size: 
 
 
 def cell_to_image_boxes(cell_boxes: torch.Tensor) -> torch.Tensor:
-    """(N, S, S, ..., 4) (x, y in the cell, w, h of the image) -> xyxy boxes in image fractions [0, 1]."""
+    """(N, S, S, ..., 4) (x, y in the cell, w, h of the image) -> xyxy boxes in image fractions [0, 1].
+
+    The network's w and h are raw linear outputs and can be negative; a negative width is a box that covers
+    nothing, so it is clamped to 0 (an empty box, IoU 0 with everything) instead of becoming an inverted box."""
     grid = cell_boxes.shape[1]
     rows = torch.arange(grid, dtype=cell_boxes.dtype, device=cell_boxes.device)
     extra = (1,) * (cell_boxes.ndim - 4)
     cx = (cell_boxes[..., 0] + rows.view(1, 1, grid, *extra)) / grid                # column index along dim 2
     cy = (cell_boxes[..., 1] + rows.view(1, grid, 1, *extra)) / grid                # row index along dim 1
-    return cxcywh_to_xyxy(torch.stack([cx, cy, cell_boxes[..., 2], cell_boxes[..., 3]], dim=-1))
+    w, h = cell_boxes[..., 2].clamp_min(0), cell_boxes[..., 3].clamp_min(0)
+    return cxcywh_to_xyxy(torch.stack([cx, cy, w, h], dim=-1))
 
 
 def _signed_sqrt(x: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:

@@ -119,3 +119,13 @@ def test_mean_average_precision_perfect_and_empty():
     assert B.mean_average_precision([nothing], [target], 2)["map"] == 0.0
     counts = B.matched_count([perfect], [target])
     assert counts == {"matched": 2, "total": 2, "false_positives": 0}
+
+
+def test_inverted_boxes_are_refused():
+    """GIoU of a box with x1 < x0 returned 1.6e13, although GIoU lies in (-1, 1]."""
+    good = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    inverted = torch.tensor([[3.0, 0.0, 1.0, 2.0]])
+    for fn in (B.iou, B.giou, B.pairwise_iou, B.pairwise_giou):
+        with pytest.raises(ValueError, match="inverted box.*cxcywh_to_xyxy"):
+            fn(good, inverted)
+    assert B.giou(good, torch.tensor([[1.0, 1.0, 1.0, 1.0]])).item() > -1  # a degenerate (empty) box is allowed

@@ -2,6 +2,7 @@
 import gzip
 import math
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,6 +266,7 @@ def no_fashion_anywhere(tmp_path, monkeypatch):
     monkeypatch.delenv("FASHION_MNIST_DIR", raising=False)
     monkeypatch.setattr(mnist_mod, "FASHION_DEBIAN_DIR", tmp_path / "debian-none")
     monkeypatch.setattr(mnist_mod, "FASHION_CACHE_DIR", tmp_path / "cache-none")
+    monkeypatch.setattr(mnist_mod, "FASHION_COUNTS", N_FAKE)  # downloads are verified against the fakes' sizes
 
     def no_network(*args, **kwargs):
         pytest.fail(f"load_fashion_mnist downloaded without download=True: {args}")
@@ -765,3 +767,36 @@ def test_endless_shapes_draws_fresh_seeded_scenes():
     expected = make_shapes(3, seed=2 * 1_000_003 + 1, size=32, max_objects=2, max_radius=8)
     assert len(second) == 2 and torch.equal(second[0], expected["images"]) and torch.equal(second[1], expected["boxes"])
     assert not torch.equal(first[0], second[0])
+
+
+def _fake_server(monkeypatch, truncate=()):
+    """urlretrieve that 'downloads' the fake files, cutting the named ones short (a dropped connection)."""
+    def fake_urlretrieve(url, filename):
+        name = url.rsplit("/", 1)[1]
+        _write_fake_fashion_file(Path(filename), name)
+        if name in truncate:
+            data = Path(filename).read_bytes()
+            Path(filename).write_bytes(data[:len(data) // 2])
+        return filename, None
+    monkeypatch.setattr(urllib.request, "urlretrieve", fake_urlretrieve)
+
+
+def test_a_truncated_download_is_not_kept_as_complete(tmp_path, no_fashion_anywhere, monkeypatch):
+    """A truncated download used to be taken as complete forever: it is now verified before its final name."""
+    root = tmp_path / "dl"
+    _fake_server(monkeypatch, truncate=("t10k-images-idx3-ubyte.gz",))
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz is incomplete or damaged"):
+        load_fashion_mnist("test", root=root, download=True)
+    assert not (root / "t10k-images-idx3-ubyte.gz").exists()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []  # no partial file left
+    _fake_server(monkeypatch)  # the connection is back: the next call fetches only what is missing
+    x, y = load_fashion_mnist("test", root=root, download=True)
+    assert x.shape == (3, 1, 28, 28) and y.shape == (3,)
+
+
+def test_a_damaged_fashion_file_says_how_to_fix_it(tmp_path, no_fashion_anywhere):
+    root = _write_fake_fashion(tmp_path / "f")
+    path = root / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ValueError, match="is damaged.*download=True"):
+        load_fashion_mnist("train", root=root)

@@ -179,3 +179,11 @@ def test_bench_row_prints_and_beats_random_init(capsys):
     reference = float(re.search(r"random-init model ([0-9.]+)", row).group(1))
     assert re.search(r"\d+/\d+ ground-truth boxes matched", row)
     assert value > 0.5 and value > reference + 0.3
+
+
+def test_set_loss_needs_one_target_per_image():
+    """With fewer target dicts than images, zip() silently trained the missing images as 'no object'."""
+    logits, boxes = torch.randn(3, 5, 4), torch.rand(3, 5, 4) * 0.5 + 0.25
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}] * 2
+    with pytest.raises(ValueError, match="2 target dicts for a batch of 3 images"):
+        D.set_loss(logits, boxes, targets, num_classes=3)

@@ -363,3 +363,15 @@ def test_float32_steps_keep_their_precision_at_small_t(schedule):
         a, b, ab = schedule.alphas[t], schedule.betas[t], schedule.alpha_bars[t]
         exact = (x.double() - b / (1 - ab).sqrt() * eps.double()) / a.sqrt()
         assert (ddpm_step(x, eps, t, schedule) - exact).abs().max() < 1e-5
+
+
+def test_samplers_refuse_an_x_T_of_another_shape():
+    """ddim_sample used x_T's shape silently when it differed from ``shape``."""
+    model = MLPDenoiser()
+    schedule = NoiseSchedule.linear(50)
+    with pytest.raises(ValueError, match=r"x_T has shape \(4, 2\) but the sampler was asked for shape \(8, 2\)"):
+        ddim_sample(model, (8, 2), schedule, steps=5, x_T=torch.randn(4, 2), show_progress=False)
+    with pytest.raises(ValueError, match="x_T has shape"):
+        diffusion.ddpm_sample(model, (8, 2), schedule, x_T=torch.randn(8, 3), show_progress=False)
+    with pytest.raises(ValueError, match="not a device name"):
+        ddim_sample(model, (8, 2), schedule, steps=5, device="gpu", show_progress=False)

@@ -113,3 +113,18 @@ def test_sample_quality_reports_fid_with_its_floor(classifier):
     assert report["fid"] > report["fid_floor"] > 0
     with pytest.raises(ValueError, match="sampler"):
         sample_quality(ZeroNoise(), n=4, sampler="euler", show_progress=False)
+
+
+@pytest.mark.parametrize("images, message", [
+    ((torch.rand(8, 1, 28, 28) * 255).to(torch.uint8), "dtype torch.uint8"),
+    (torch.rand(8, 1, 28, 28) * 255, "divide by 255"),
+    (torch.rand(8, 1, 28, 28) * 2 - 1, "to_pixel_range"),
+    (torch.full((8, 1, 28, 28), float("nan")), "must lie in"),
+])
+def test_fid_refuses_pixels_outside_0_1(images, message):
+    """uint8 digits (0..255) gave an FID of 70,929,025 instead of an error."""
+    model = MnistClassifier()
+    with pytest.raises((TypeError, ValueError), match=message):
+        fid(images, torch.rand(8, 1, 28, 28), model)
+    with pytest.raises((TypeError, ValueError), match=message):
+        label_entropies(images, model)

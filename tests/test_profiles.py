@@ -1,4 +1,6 @@
 """course_lib.profiles: profile() and per_profile()."""
+import warnings
+
 import pytest
 import torch
 
@@ -168,3 +170,20 @@ def test_per_profile_needs_keyword_arguments():
 
 def test_module_reexports():
     assert profiles.PROFILES is PROFILES
+
+
+@pytest.mark.parametrize("value", ["gpu", "GPU"])
+def test_gpu_profile_without_cuda_warns_once(monkeypatch, value):
+    """COURSE_PROFILE=gpu on a machine without CUDA used to be accepted silently: hours of CPU training, unannounced."""
+    import course_lib.profiles as P
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(P, "_warned_gpu_on_cpu", False)
+    monkeypatch.setenv(ENV_VAR, value)
+    with pytest.warns(RuntimeWarning, match="no CUDA GPU.*on the CPU"):
+        assert profile() == "gpu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert profile() == "gpu"  # once per process, not at every call
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(P, "_warned_gpu_on_cpu", False)
+        assert profile() == "gpu"  # with CUDA: nothing to say

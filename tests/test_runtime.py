@@ -136,3 +136,20 @@ def test_package_exports_runtime():
     assert course_lib.seed_everything is seed_everything
     assert course_lib.use_profile_threads is use_profile_threads
     assert course_lib.__version__
+
+
+@pytest.mark.parametrize("value, message", [("gpu", "not a device name.*'cuda'"), ("GPU:0", "not a device name"),
+                                            (3, "must be a torch.device")])
+def test_as_device_names_what_is_wrong(value, message):
+    from course_lib.runtime import as_device
+    with pytest.raises((ValueError, TypeError), match=message):
+        as_device(value)
+
+
+def test_as_device_accepts_real_devices(monkeypatch):
+    from course_lib.runtime import as_device
+    assert as_device(None) is None and as_device("CPU") == torch.device("cpu")
+    assert as_device(torch.device("cpu")) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU here.*course_lib.device()"):
+        as_device("cuda:0")

@@ -299,3 +299,65 @@ def test_ncut_of_a_128_photo_takes_seconds():
     print(f"Ncut of a 128 x 128 photo: {elapsed:.2f} s")
     assert elapsed < 10, f"{elapsed:.1f} s"
     assert value < 0.01 and 1000 < mask.sum() < 15000
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_feature_affinity_is_exactly_symmetric_at_a_quantile_threshold(threads):
+    """f @ f.T differs from its transpose in the last bit (on most CPUs, for most inputs), and a quantile tau *is*
+    one of the similarities: thresholding the raw product gave w_ij = 1, w_ji = eps and a "not symmetric" error on
+    another machine. The kernel BLAS picks changes with the thread count, so both are tried."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        generator = torch.Generator().manual_seed(15)
+        for _ in range(100):
+            features = torch.randn(64, 32, generator=generator, dtype=torch.float64)
+            similarity = S.cosine_similarities(features)
+            assert torch.equal(similarity, similarity.T)
+            upper = similarity[torch.triu_indices(64, 64, offset=1).unbind()]
+            unit = F.normalize(features, dim=1)
+            raw = unit @ unit.T  # what a learner computes: tau read off it is one of W's similarities, in one order
+            taus = [torch.quantile(upper, q).item() for q in (0.1, 0.5, 0.9)] + [raw[3, 7].item(), raw[7, 3].item()]
+            for tau in taus:
+                w = S.feature_affinity(features, tau=tau)
+                assert np.array_equal(w, w.T)
+        S.ncut_eigenvectors(w, k=2)  # accepted as an affinity matrix
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_affinity_with_nan_is_refused_up_front():
+    w = np.ones((5, 5))
+    w[1, 2] = w[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        S.ncut_eigenvectors(w, k=2)
+
+
+def test_first_largest_breaks_near_ties_by_position():
+    values = np.array([[0.5, 3.0], [1.0, 3.0 * (1 + 1e-15)], [1.0 - 1e-16, 1.0]])  # equal in exact arithmetic, not in floats
+    assert S.first_largest(values).tolist() == [1, 0]
+    assert S.first_largest(np.array([2.0, 1.0, 2.0 + 1e-15])) == 0
+
+
+def test_pca_signs_do_not_depend_on_the_last_bit():
+    """A component with two entries of equal magnitude: the sign rule must pick the same one on every machine."""
+    x = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]], dtype=torch.float64) * torch.tensor([2.0, 1.0])
+    x = torch.cat([x, x @ torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)])  # swap columns: symmetric
+    p = S.pca(x)
+    for j in range(2):
+        column = p.components[:, j]
+        first = int(np.argmax(column.abs().numpy() >= column.abs().max().item() * (1 - 1e-9)))
+        assert column[first] > 0
+
+
+@pytest.mark.parametrize("q", [0.15, 0.2, 0.35, 0.4, 0.6, 0.65, 0.8, 0.85])
+def test_tokencut_runs_at_every_quantile(q):
+    """At these quantiles, tau landed on the smaller of the twins (s_ij, s_ji) and W came out asymmetric (3 of 40
+    random seeds at q = 0.2 on one machine)."""
+    from course_lib import dino as D
+    for seed in range(10):
+        features = torch.randn(64, 32, generator=torch.Generator().manual_seed(seed))
+        tau = D.similarity_quantile_tau(features, q)
+        w = S.feature_affinity(features, tau)
+        assert np.array_equal(w, w.T)
+        assert D.tokencut_mask(features, tau).shape == (64,)

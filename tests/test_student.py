@@ -281,6 +281,130 @@ def test_a_name_bound_after_the_check_call_is_an_error_if_used_later(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Regenerating never loses a learner's work (student.X, not imported names: the old module lacked them)
+
+
+def _regenerate(out: Path, *args) -> int:
+    return student.main(["--out", str(out), "--quiet", *args])
+
+
+def _edit(path: Path, change) -> bytes:
+    """Change the notebook at ``path`` the way Jupyter would save it; return its new bytes."""
+    notebook = nbformat.read(path, as_version=4)
+    change(notebook)
+    nbformat.write(notebook, path)
+    return path.read_bytes()
+
+
+def _first_code_cell(notebook):
+    return next(c for c in notebook.cells if c.cell_type == "code")
+
+
+def _run_it(notebook):
+    cell = _first_code_cell(notebook)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+    cell.execution_count = 7
+    cell.metadata["scrolled"] = True
+
+
+def _edit_a_cell(notebook):
+    _first_code_cell(notebook).source += "\nmy_work = 42"
+
+
+def test_an_unchanged_or_only_run_notebook_is_replaced(tmp_path):
+    notebook = tmp_path / "00_welcome.ipynb"
+    assert _regenerate(tmp_path, "00") == 0
+    written = nbformat.read(notebook, as_version=4)
+    assert written.metadata[student.FINGERPRINT_METADATA] == {
+        "chapter": "00_welcome", "cells_sha256": student.cell_fingerprints(written.cells)}
+    fresh = notebook.read_bytes()
+    assert _regenerate(tmp_path, "00") == 0
+    assert notebook.read_bytes() == fresh
+    _edit(notebook, _run_it)  # outputs, an execution count, cell metadata: not an edit
+    assert _regenerate(tmp_path, "00") == 0
+    assert notebook.read_bytes() == fresh
+    assert [p.name for p in tmp_path.iterdir()] == ["00_welcome.ipynb"]  # no .bak, no temporary file
+
+
+def test_an_edited_notebook_is_refused_and_left_as_it_is(tmp_path, capsys):
+    notebook = tmp_path / "00_welcome.ipynb"
+    assert _regenerate(tmp_path, "00") == 0
+    mine = _edit(notebook, _edit_a_cell)
+    assert _regenerate(tmp_path, "00") == 2
+    assert notebook.read_bytes() == mine
+    error = capsys.readouterr().err
+    assert f"{notebook}: 1 cell edited" in error and "nothing was written" in error
+    assert "make student STUDENT_OUT=DIR" in error and "make student FORCE=1" in error
+    _edit(notebook, lambda nb: nb.cells.insert(1, nbformat.v4.new_code_cell("more = 1")))
+    assert _regenerate(tmp_path, "00") == 2
+    assert f"{notebook}: 1 cell edited, 1 added" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["00_welcome.ipynb"]
+
+
+def test_force_replaces_an_edited_notebook_and_keeps_every_version_as_a_backup(tmp_path, capsys):
+    notebook = tmp_path / "00_welcome.ipynb"
+    assert _regenerate(tmp_path, "00") == 0
+    fresh = notebook.read_bytes()
+    first = _edit(notebook, _edit_a_cell)
+    assert _regenerate(tmp_path, "00", "--force") == 0
+    assert notebook.read_bytes() == fresh
+    assert (tmp_path / "00_welcome.ipynb.bak").read_bytes() == first
+    assert f"your version is kept as {tmp_path / '00_welcome.ipynb.bak'}" in capsys.readouterr().out  # even --quiet
+    second = _edit(notebook, lambda nb: nb.cells.pop())
+    assert _regenerate(tmp_path, "00", "--force") == 0
+    assert (tmp_path / "00_welcome.ipynb.bak").read_bytes() == first
+    assert (tmp_path / "00_welcome.ipynb.bak.1").read_bytes() == second
+    assert notebook.read_bytes() == fresh
+    assert _regenerate(tmp_path, "00") == 0  # the forced copy is a fresh one: no --force needed next time
+
+
+def test_a_notebook_without_a_fingerprint_is_refused_unless_it_holds_what_would_be_written(tmp_path, capsys):
+    notebook = tmp_path / "00_welcome.ipynb"
+    own = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("my notes")])
+    nbformat.write(own, notebook)
+    mine = notebook.read_bytes()
+    assert _regenerate(tmp_path, "00") == 2
+    assert notebook.read_bytes() == mine
+    assert f"{notebook}: no 'course_student' fingerprint" in capsys.readouterr().err
+    notebook.write_text('{"cells": [')  # half a notebook
+    assert _regenerate(tmp_path, "00") == 2
+    assert notebook.read_text() == '{"cells": ['
+    assert f"{notebook}: not readable as a notebook (JSONDecodeError" in capsys.readouterr().err
+    notebook.unlink()
+    assert _regenerate(tmp_path, "00") == 0
+    fresh = notebook.read_bytes()
+    _edit(notebook, lambda nb: nb.metadata.pop(student.FINGERPRINT_METADATA))  # as an older version wrote it
+    assert _regenerate(tmp_path, "00") == 0  # nothing of the learner's to lose
+    assert notebook.read_bytes() == fresh
+
+
+def test_refusing_one_chapter_writes_no_chapter(tmp_path, capsys):
+    assert _regenerate(tmp_path, "00", "01") == 0
+    (tmp_path / "00_welcome.ipynb").unlink()
+    edited = tmp_path / "01_autograd_backprop_losses.ipynb"
+    mine = _edit(edited, _edit_a_cell)
+    assert _regenerate(tmp_path, "00", "01") == 2
+    assert "1 student notebook that differs" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == [edited.name]  # 00 not written either
+    assert edited.read_bytes() == mine
+
+
+def test_an_interrupted_write_leaves_the_old_notebook_whole(tmp_path, monkeypatch):
+    notebook = tmp_path / "00_welcome.ipynb"
+    assert _regenerate(tmp_path, "00") == 0
+    ran = _edit(notebook, _run_it)  # safe to replace, and different bytes from a fresh copy
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(student.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _regenerate(tmp_path, "00")
+    assert notebook.read_bytes() == ran
+    assert [p.name for p in tmp_path.iterdir()] == ["00_welcome.ipynb"]  # the temporary file is gone
+
+
+# --------------------------------------------------------------------------------------------
 # What conftest.py asks of a tagged check cell after nbval ran it
 
 

@@ -335,3 +335,38 @@ def test_main_unknown_recipe_or_profile(capsys):
     with pytest.raises(SystemExit):
         main(["mlp_mnist", "--profile", "tpu"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------------------- clear errors
+
+def test_fit_stops_at_the_first_non_finite_loss(regression):
+    """A too-large learning rate used to train on silently: every weight NaN, no error."""
+    from course_lib.train import TrainingDiverged
+    model, batches, *_ = regression
+    with pytest.raises(TrainingDiverged, match=r"at step \d+; the last finite loss was .* learning rate \(now 1e\+03\)"):
+        fit(model, mse, batches, steps=200, optimizer=torch.optim.SGD(model.parameters(), lr=1e3), show_progress=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # stopped before the NaN reached the weights
+
+
+def test_fit_names_nan_in_the_data():
+    from course_lib.train import TrainingDiverged
+    x = torch.randn(64, 3)
+    x[5, 1] = float("nan")
+    model = nn.Linear(3, 1)
+    with pytest.raises(TrainingDiverged, match="check the data"):
+        fit(model, lambda m, b: m(b[0]).pow(2).mean(), minibatches(x, batch_size=64), steps=3,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), show_progress=False)
+
+
+@pytest.mark.parametrize("bad, message", [("gpu", "not a device name"), ("cuda", "no CUDA GPU")])
+def test_fit_bad_device_is_named(regression, monkeypatch, bad, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model, batches, *_ = regression
+    with pytest.raises(ValueError, match=message):
+        fit(model, mse, batches, steps=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), device=bad,
+            show_progress=False)
+
+
+def test_accuracy_on_empty_input_is_an_error_not_a_division_by_zero():
+    with pytest.raises(ValueError, match="empty"):
+        accuracy(nn.Linear(3, 2), torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))

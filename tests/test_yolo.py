@@ -76,3 +76,15 @@ def test_decode_and_model_shapes():
     assert Y.TinyYOLO()(torch.rand(2, 3, 48, 48)).shape == (2, 6, 6, 13)
     with pytest.raises(ValueError):
         Y.yolo_loss(torch.zeros(1, 6, 6, 12), target)
+
+
+def test_negative_predicted_sizes_are_empty_boxes_not_inverted_ones():
+    """Raw linear outputs can be negative: the loss and the decoder must still run (IoU checks refuse x1 < x0)."""
+    pred = torch.randn(2, 4, 4, 5 * 2 + 3, generator=torch.Generator().manual_seed(0))
+    pred[..., 2:4] = -0.3
+    boxes = Y.cell_to_image_boxes(pred[..., :4])
+    assert (boxes[..., 2] >= boxes[..., 0]).all() and (boxes[..., 3] >= boxes[..., 1]).all()
+    target = Y.encode_targets(torch.tensor([[0, -1]]).repeat(2, 1), torch.tensor([[4, 4, 20, 20], [0, 0, 0, 0]]).repeat(2, 1, 1),
+                              48, grid=4)
+    assert torch.isfinite(Y.yolo_loss(pred, target))
+    Y.decode(pred, 48, score_threshold=-10.0)

@@ -92,10 +92,11 @@ def load_mnist(split: str = "train", *, as_uint8: bool = False, path: str | os.P
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read one file in LeCun's IDX format (plain or ``.gz``) into a NumPy array."""
+    """Read one file in LeCun's IDX format (plain or gzip-compressed) into a NumPy array."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
+    with open(path, "rb") as f:
+        is_gzip = f.read(2) == b"\x1f\x8b"  # gzip's magic number, whatever the file is called
+    with (gzip.open if is_gzip else open)(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4]!r})")
@@ -121,13 +122,37 @@ def _fashion_dir(root) -> Path | None:
     return None
 
 
+FASHION_COUNTS = {"train": 60_000, "test": 10_000}
+
+
+def _verify_fashion_file(path: Path, name: str) -> None:
+    """A downloaded IDX .gz must decompress whole (gzip checks its CRC and length) and hold the expected count."""
+    split = "train" if name.startswith("train") else "test"
+    try:
+        array = read_idx(path)
+    except (EOFError, OSError, ValueError) as error:
+        raise ValueError(f"the download of {name} is incomplete or damaged ({error})") from error
+    expected = (FASHION_COUNTS[split], 28, 28) if "images" in name else (FASHION_COUNTS[split],)
+    if array.shape != expected:
+        raise ValueError(f"the download of {name} holds an array of shape {array.shape}, expected {expected}")
+
+
 def _download_fashion(target: Path) -> Path:
+    """Fetch the four official files into ``target``: each to a temporary name, verified, then renamed, so an
+    interrupted download never leaves a file that looks complete."""
     target.mkdir(parents=True, exist_ok=True)
     for names in _IDX_NAMES.values():
         for name in names:
-            if not (target / name).is_file():
-                print(f"downloading {FASHION_URL}{name} -> {target / name}")
-                urllib.request.urlretrieve(FASHION_URL + name, target / name)
+            if (target / name).is_file():
+                continue
+            print(f"downloading {FASHION_URL}{name} -> {target / name}")
+            partial = target / f".{name}.part-{os.getpid()}"
+            try:
+                urllib.request.urlretrieve(FASHION_URL + name, partial)
+                _verify_fashion_file(partial, name)
+                os.replace(partial, target / name)
+            finally:
+                partial.unlink(missing_ok=True)
     return target
 
 
@@ -152,7 +177,16 @@ def load_fashion_mnist(split: str = "train", *, root: str | os.PathLike | None =
             "or call load_fashion_mnist(download=True) to fetch them."
         )
     image_name, label_name = _IDX_NAMES[split]
-    images, labels = read_idx(folder / image_name), read_idx(folder / label_name)
+    images, labels = _read_fashion_file(folder / image_name), _read_fashion_file(folder / label_name)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or len(images) != len(labels):
         raise ValueError(f"unexpected Fashion-MNIST shapes in {folder}: {images.shape}, {labels.shape}")
     return _to_tensors(images, labels, as_uint8)
+
+
+def _read_fashion_file(path: Path) -> np.ndarray:
+    try:
+        return read_idx(path)
+    except (EOFError, OSError, ValueError) as error:  # a truncated .gz raises EOFError, a corrupt one BadGzipFile
+        raise ValueError(f"{path} is damaged ({error}). Delete it and fetch it again with "
+                         "load_fashion_mnist(download=True), or reinstall Debian's dataset-fashion-mnist "
+                         "(`sudo apt-get install --reinstall dataset-fashion-mnist`).") from error
