@@ -96,7 +96,7 @@ import course_lib.train
 import course_lib.widgets
 from course_lib import device, per_profile, profile, seed_everything
 from course_lib.data import GaussianMixture2D, load_mnist, make_shapes
-from course_lib.diffusion import EMA
+from course_lib.train import EMA
 from course_lib.dino import (DINO, DINOHead, attention_report, centre_disc, centre_prior_iou, cls_attention,
                              collapse_diagnostics, crop_and_resize, cross_entropy, dino_loss, entropy,
                              evaluation_scenes, last_block_keys, mask_iou, mass_mask, multi_crop, patch_masks,
@@ -334,7 +334,7 @@ assert len(pairs) == 6 and torch.allclose(my_loss, library_loss)
 # $$
 #
 # a cosine schedule from $\lambda_0$ (0.996 in the paper; 0.99 in our short runs) at step 0 to 1 at the last step $K_{\text{iter}}$, when the teacher
-# freezes. Chapter 11 used the same update for its sampling weights, `course_lib.diffusion.EMA`; DINO only changes the rate at every
+# freezes. Chapter 11 uses the same update for its sampling weights, `course_lib.train.EMA`, with a warm-up of the rate; DINO sets the rate at every
 # step (`ema.decay = teacher_momentum(k, K_iter, lambda_0)`). The teacher is an average of recent students, which the paper reads as
 # Polyak-Ruppert averaging, and it stays ahead of the student in k-NN accuracy throughout training. In the paper's ablation (k-NN
 # top-1 on ImageNet), using the student itself (or the previous iteration's student) as the teacher collapses to 0.1%; the previous
@@ -343,7 +343,7 @@ assert len(pairs) == 6 and torch.allclose(my_loss, library_loss)
 # %%
 generator = seed_everything(3)
 toy_student = nn.Linear(3, 2)
-ema = EMA(toy_student, decay=0.99)
+ema = EMA(toy_student, decay=0.99, warmup=False)  # DINO's teacher follows its own schedule, no warm-up
 before = [p.detach().clone() for p in ema.model.parameters()]
 with torch.no_grad():
     for p in toy_student.parameters():
@@ -432,7 +432,7 @@ def collapse_run(use_centering, tau_t, steps=200, seed=0, n_out=64, noise=1.0, b
     data = GaussianMixture2D.ring(8, radius=4.0, std=0.3)
     student = nn.Sequential(nn.Linear(2, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(),
                             DINOHead(64, out_dim=n_out, hidden=64, bottleneck=16))
-    ema = EMA(student, decay=0.99)  # the teacher, a fixed rate here
+    ema = EMA(student, decay=0.99, warmup=False)  # the teacher, a fixed rate here
     optimizer = torch.optim.AdamW(student.parameters(), lr=2e-3, weight_decay=0.04)
     center, log = torch.zeros(n_out), []
     for _ in range(steps):
@@ -573,7 +573,7 @@ def my_train_dino(cfg, seed=0, show_progress=True):
     """Algorithm 1 with multi-crop; returns (student, teacher, losses, diagnostics)."""
     generator = seed_everything(seed)
     student = DINO(cfg.vit, cfg.head).to(DEVICE)
-    ema = EMA(student, decay=cfg.teacher_momentum_base)
+    ema = EMA(student, decay=cfg.teacher_momentum_base, warmup=False)
     teacher = ema.model  # a deep copy with requires_grad False: the stop-gradient
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = course_lib.train.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)

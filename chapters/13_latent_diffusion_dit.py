@@ -79,7 +79,7 @@ import course_lib.recipes
 import course_lib.widgets
 from course_lib import device, per_profile, profile, seed_everything
 from course_lib.data import load_mnist
-from course_lib.diffusion import EMA, NoiseSchedule, ddim_sample, ddpm_loss, load_ddpm_mnist, to_pixel_range
+from course_lib.diffusion import NoiseSchedule, ddim_sample, ddpm_loss, load_ddpm_mnist, to_pixel_range
 from course_lib.dit import DiT, DiTBlock, modulate, sincos_position_embedding
 from course_lib.ldm import (KLAutoencoder, LatentUNet, autoencoder_loss, balanced_labels, decode_latents,
                             encode_latents, evaluate_autoencoder, latent_ddpm_loss, sample_latent_diffusion,

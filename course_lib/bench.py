@@ -231,12 +231,28 @@ EVALUATORS = {"mlp_mnist": _classifier_evaluator("mlp_mnist", "0.984: 2-layer ML
               "dit_mnist": _dit_mnist}
 
 
+def _throughput(names: list[str], manifest: dict, repeats: int) -> str:
+    import torch
+
+    from . import throughput
+    from .recipes import MODELS
+
+    peaks = {"fp32": throughput.peak_gflops(torch.float32), "bf16": throughput.peak_gflops(torch.bfloat16)}
+    rows = [throughput.measure(name, lambda name=name: MODELS[name](manifest[name]), manifest[name], repeats)
+            for name in names]
+    return throughput.report(rows, peaks)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m course_lib.bench", description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="checkpoints to evaluate (default: all shipped)")
     parser.add_argument("--retrain", action="store_true", help="rerun each recipe and time it")
     parser.add_argument("--profile", choices=("ci", "cpu", "gpu"), default=None)
     parser.add_argument("--fid-samples", type=int, default=2000, help="samples per FID (default 2000)")
+    parser.add_argument("--throughput", action="store_true",
+                        help="instead of the metrics: ms per training step in fp32 and on the fast path, images/s, "
+                             "GFLOP/s against this machine's peak (course_lib.throughput)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per model and precision (--throughput)")
     args = parser.parse_args(argv)
     manifest = read_manifest()
     names = args.names or list(manifest)
@@ -244,6 +260,9 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"no shipped checkpoint with an evaluator named {', '.join(unknown)}; "
                      f"known: {', '.join(n for n in manifest if n in EVALUATORS)}")
+    if args.throughput:
+        print(_throughput(names, manifest, args.repeats))
+        return
     print(f"{'model':<16} {'metric':<44} {'value':>8}  {'made under':<16} {'train time':>10}  reference")
     for name in names:
         entry = manifest[name]

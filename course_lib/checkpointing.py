@@ -213,8 +213,9 @@ def _replace_both(new_weights: Path, weights: Path, new_manifest: Path, manifest
             backup.unlink(missing_ok=True)
 
 
-def _entry(model: torch.nn.Module, data: bytes, file: str, *, recipe, metrics, wall_time_s, device) -> dict:
-    return {
+def _entry(model: torch.nn.Module, data: bytes, file: str, *, recipe, metrics, wall_time_s, device,
+           training=None) -> dict:
+    entry = {
         "file": file,
         "sha256": hashlib.sha256(data).hexdigest(),
         "size_bytes": len(data),
@@ -226,11 +227,14 @@ def _entry(model: torch.nn.Module, data: bytes, file: str, *, recipe, metrics, w
         "torch": torch.__version__.split("+")[0],
         "created": datetime.date.today().isoformat(),
     }
+    if training is not None:  # how it ran: precision, steps, ms/step, machine (History.training_record)
+        entry["training"] = plain_json(training, "training")
+    return entry
 
 
 def save_checkpoint(model: torch.nn.Module, name: str, *, recipe: dict, metrics: dict,
                     wall_time_s: float, device: str | torch.device,
-                    directory: str | os.PathLike | None = None) -> Path:
+                    directory: str | os.PathLike | None = None, training: dict | None = None) -> Path:
     """Write ``model``'s weights to ``directory/name.pt`` and record them in the manifest.
 
     ``directory`` defaults to the shipped folder. All or nothing: if anything fails (a value in
@@ -245,7 +249,7 @@ def save_checkpoint(model: torch.nn.Module, name: str, *, recipe: dict, metrics:
     torch.save(state, buffer)  # in memory first, so that a full disk raises a plain OSError when we write
     data = buffer.getvalue()
     entry = _entry(model, data, path.name, recipe=recipe, metrics=metrics, wall_time_s=wall_time_s,
-                   device=device)  # a value JSON cannot store fails here, before anything is written
+                   device=device, training=training)  # a value JSON cannot store fails here, before anything is written
     try:
         directory.mkdir(parents=True, exist_ok=True)
         _check_writable(directory, name)

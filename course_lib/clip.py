@@ -410,7 +410,7 @@ def evaluate_clip(model: TinyCLIP, images: torch.Tensor, labels: torch.Tensor) -
     return report
 
 
-def train_clip(cfg, seed: int = 0, show_progress: bool = True, desc: str = "tiny CLIP on MNIST"):
+def train_clip(cfg, seed: int = 0, show_progress: bool = True, desc: str = "tiny CLIP on MNIST", **fit_options):
     """Train a ``TinyCLIP`` on MNIST with templated captions under settings ``cfg`` (see
     ``course_lib.recipes.clip_mnist_settings``); return ``(model, history)``."""
     from .data import load_mnist
@@ -431,5 +431,5 @@ def train_clip(cfg, seed: int = 0, show_progress: bool = True, desc: str = "tiny
                   steps=cfg.steps, optimizer=optimizer, device=dev,
                   scheduler=warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps),
                   eval_fn=lambda m: evaluate_clip(m, x_test[:cfg.n_eval], y_test[:cfg.n_eval]),
-                  eval_every=max(cfg.steps // 5, 1), desc=desc, show_progress=show_progress)
+                  eval_every=max(cfg.steps // 5, 1), desc=desc, show_progress=show_progress, **fit_options)
     return model, history

@@ -332,7 +332,8 @@ def parameter_groups(model: TinyDETR, lr: float, backbone_lr: float, weight_deca
             {"params": rest, "lr": lr, "weight_decay": weight_decay}]
 
 
-def train_detr(cfg, *, seed: int = 0, show_progress: bool = True, eval_fn=None, desc: str = "DETR on shapes"):
+def train_detr(cfg, *, seed: int = 0, show_progress: bool = True, eval_fn=None, desc: str = "DETR on shapes",
+               **fit_options):
     """Train a :class:`TinyDETR` with ``cfg`` (``course_lib.recipes.detr_shapes_settings()``); return (model, history)."""
     from .runtime import device, seed_everything
     from .train import fit, warmup_cosine
@@ -345,7 +346,7 @@ def train_detr(cfg, *, seed: int = 0, show_progress: bool = True, eval_fn=None, 
                   steps=cfg.steps, optimizer=optimizer, device=dev,
                   scheduler=warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps), clip_grad_norm=cfg.clip_grad_norm,
                   eval_fn=eval_fn, eval_every=max(cfg.steps // 5, 1) if eval_fn else None, desc=desc,
-                  show_progress=show_progress)
+                  show_progress=show_progress, **fit_options)
     return model, history
 
 

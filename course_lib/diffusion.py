@@ -31,7 +31,6 @@ Samplers (all take ``model(x_t, t) -> eps_hat``, a network or any function):
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable
 
@@ -416,24 +415,3 @@ def load_ddpm_mnist(device: torch.device | str = "cpu", directory=None) -> tuple
     model = load_shipped("ddpm_mnist", device, directory)
     entry = checkpointing.read_manifest(directory)["ddpm_mnist"]
     return model, NoiseSchedule.linear(entry["recipe"].get("T", 1000)), entry
-
-
-class EMA:
-    """An exponential moving average of a model's weights: theta_ema <- decay theta_ema + (1 - decay) theta.
-
-    Diffusion samples come from the averaged weights; they are much smoother than the last step's.
-    Buffers (e.g. BatchNorm statistics) are copied, not averaged.
-    """
-
-    def __init__(self, model: nn.Module, decay: float = 0.999):
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"decay must be in [0, 1), got {decay}")
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.lerp_(p.detach(), 1 - self.decay)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)

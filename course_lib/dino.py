@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import spectral
-from .diffusion import EMA
+from .train import EMA
 from .vit import ViT
 
 
@@ -220,7 +220,7 @@ def multi_crop(images: torch.Tensor, *, n_global: int = 2, n_local: int = 2, glo
 # ----------------------------------------------------------------------------------- one training step
 
 class DINOTrainer:
-    """Student, EMA teacher (``course_lib.diffusion.EMA`` with a scheduled rate), centre and the step.
+    """Student, EMA teacher (``course_lib.train.EMA`` with a scheduled rate), centre and the step.
 
     ``loss(images)`` makes the crops, runs student and teacher, returns the loss and updates the
     centre; after ``optimizer.step()`` call ``update_teacher()``. ``log`` collects the collapse
@@ -232,7 +232,7 @@ class DINOTrainer:
                  n_local: int = 2, crop: dict | None = None, use_centering: bool = True,
                  generator: torch.Generator | None = None):
         self.student, self.total_steps = student, total_steps
-        self.ema = EMA(student, decay=teacher_momentum_base)
+        self.ema = EMA(student, decay=teacher_momentum_base, warmup=False)  # its own schedule
         self.teacher = self.ema.model
         self.tau_s, self.tau_t, self.center_momentum = tau_s, tau_t, center_momentum
         self.teacher_momentum_base, self.use_centering = teacher_momentum_base, use_centering
@@ -418,7 +418,7 @@ def shapes_batches(batch_size: int, seed: int = 0, **shapes_kwargs):
     return endless_shapes(batch_size, seed=seed, **{**shapes_settings(), **shapes_kwargs})
 
 
-def train_dino(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "DINO on shapes"):
+def train_dino(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "DINO on shapes", **fit_options):
     """Train a :class:`DINO` student with an EMA teacher on shapes scenes; return ``(trainer, history)``.
 
     ``cfg`` (e.g. ``course_lib.recipes.dino_shapes_settings()``) names: vit, head, steps, batch_size,
@@ -438,7 +438,7 @@ def train_dino(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "D
     history = fit(student, lambda model, batch: trainer.loss(batch[0]), shapes_batches(cfg.batch_size, seed=seed),
                   steps=cfg.steps, optimizer=optimizer, device=dev,
                   scheduler=warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps), clip_grad_norm=cfg.clip_grad_norm,
-                  after_step=trainer.update_teacher, desc=desc, show_progress=show_progress)
+                  after_step=trainer.update_teacher, desc=desc, show_progress=show_progress, **fit_options)
     return trainer, history
 
 

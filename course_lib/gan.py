@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .diffusion import to_model_range, to_pixel_range  # [0, 1] <-> [-1, 1], the range of the generator's tanh
 from .metrics import quality_of_samples, shipped_classifier
-from .train import History
+from .train import History, autocast
 
 LOSS_KINDS = ("non_saturating", "saturating")
 
@@ -166,18 +166,23 @@ class MLPDiscriminator(nn.Module):
 
 
 def gan_step(generator: nn.Module, discriminator: nn.Module, real: torch.Tensor, z: torch.Tensor,
-             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, loss_kind: str = "non_saturating"):
+             opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, loss_kind: str = "non_saturating",
+             precision: str = "fp32"):
     """One round of Algorithm 1 with k = 1: a D step on (real, G(z)), then a G step on the same z.
 
     Returns (discriminator loss, generator loss, mean D(x) on real, mean D(G(z)) on fakes) as floats.
+    ``precision="bf16"`` runs the forward passes under bf16 autocast (``course_lib.train.autocast``).
     """
-    fake = generator(z)
-    real_logits, fake_logits = discriminator(real), discriminator(fake.detach())  # detach: the D step leaves G alone
-    d_loss = discriminator_loss(real_logits, fake_logits)
+    device = real.device
+    with autocast(precision, device):
+        fake = generator(z)
+        real_logits, fake_logits = discriminator(real), discriminator(fake.detach())  # detach: D's step leaves G alone
+        d_loss = discriminator_loss(real_logits.float(), fake_logits.float())
     opt_d.zero_grad(set_to_none=True)
     d_loss.backward()
     opt_d.step()
-    g_loss = generator_loss(discriminator(fake), loss_kind)  # D just changed: score the fakes again
+    with autocast(precision, device):
+        g_loss = generator_loss(discriminator(fake).float(), loss_kind)  # D just changed: score the fakes again
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()  # also fills D's .grad; opt_d.zero_grad clears it before D's next step
     opt_g.step()
@@ -246,10 +251,11 @@ def mode_coverage(samples: torch.Tensor, centres: torch.Tensor, std: float, *, w
 
 
 class DCGANGenerator(nn.Module):
-    """z (N, latent_dim) -> image (N, 1, 28, 28) in [-1, 1] (tanh), DCGAN-style:
+    """z (N, latent_dim) -> image (N, 1, 28, 28) in [-1, 1] (tanh), DCGAN-style, three stages:
 
-    linear to (2w, 7, 7), BatchNorm, ReLU; transposed conv to (w, 14, 14), BatchNorm, ReLU (the
-    **features** :meth:`features` returns, used by DragGAN); transposed conv to (1, 28, 28), tanh.
+    linear to (4w, 7, 7), BatchNorm, ReLU; transposed conv to (2w, 14, 14), BatchNorm, ReLU (the
+    **features** :meth:`features` returns, used by DragGAN); transposed conv to (w, 28, 28), BatchNorm, ReLU;
+    a 3x3 conv to (1, 28, 28), tanh. Built in chapter 09, E.1.
     """
 
     def __init__(self, latent_dim: int = 64, width: int = 32):
@@ -259,31 +265,35 @@ class DCGANGenerator(nn.Module):
         self.config = dict(latent_dim=latent_dim, width=width)
         self.latent_dim = latent_dim
         self.project = nn.Sequential(
-            nn.Linear(latent_dim, 2 * width * 7 * 7, bias=False), nn.Unflatten(1, (2 * width, 7, 7)),
-            nn.BatchNorm2d(2 * width), nn.ReLU())  # (N, 2w, 7, 7)
+            nn.Linear(latent_dim, 4 * width * 7 * 7, bias=False), nn.Unflatten(1, (4 * width, 7, 7)),
+            nn.BatchNorm2d(4 * width), nn.ReLU())  # (N, 4w, 7, 7)
         self.up = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(2 * width), nn.ReLU())  # (N, 2w, 14, 14)
+        self.to_image = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(width), nn.ReLU())  # (N, w, 14, 14)
-        self.to_image = nn.Sequential(nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1), nn.Tanh())  # (N, 1, 28, 28)
+            nn.BatchNorm2d(width), nn.ReLU(),  # (N, w, 28, 28)
+            nn.Conv2d(width, 1, 3, padding=1), nn.Tanh())  # (N, 1, 28, 28)
 
     def _check(self, z: torch.Tensor) -> None:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"expected latents of shape (N, {self.latent_dim}), got {tuple(z.shape)}")
 
     def features(self, z: torch.Tensor) -> torch.Tensor:
-        """The intermediate feature map (N, width, 14, 14)."""
+        """The intermediate feature map (N, 2 width, 14, 14)."""
         self._check(z)
         return self.up(self.project(z))
 
     def forward(self, z: torch.Tensor, return_features: bool = False):
-        """Images (N, 1, 28, 28) in [-1, 1]; with ``return_features`` also the (N, width, 14, 14) features."""
+        """Images (N, 1, 28, 28) in [-1, 1]; with ``return_features`` also the (N, 2 width, 14, 14) features."""
         h = self.features(z)
         image = self.to_image(h)
         return (image, h) if return_features else image
 
 
 class DCGANDiscriminator(nn.Module):
-    """image (N, 1, 28, 28) in [-1, 1] -> logit (N,): two stride-2 convs with LeakyReLU(0.2), then linear."""
+    """image (N, 1, 28, 28) in [-1, 1] -> logit (N,): two stride-2 convs and a 3x3 conv with LeakyReLU(0.2), then
+    linear; no normalisation (BatchNorm in D measured worse here: FID 137 against 87 after 5,000 steps)."""
 
     def __init__(self, width: int = 32):
         super().__init__()
@@ -291,7 +301,8 @@ class DCGANDiscriminator(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # (N, w, 14, 14)
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # (N, 2w, 7, 7)
-            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))  # (N, 1)
+            nn.Conv2d(2 * width, 4 * width, 3, padding=1), nn.LeakyReLU(0.2),  # (N, 4w, 7, 7)
+            nn.Flatten(), nn.Linear(4 * width * 7 * 7, 1))  # (N, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
@@ -302,17 +313,18 @@ class DCGANDiscriminator(nn.Module):
 def train_dcgan(generator: DCGANGenerator, discriminator: DCGANDiscriminator, x_train: torch.Tensor, *, steps: int,
                 batch_size: int = 64, lr: float = 2e-4, betas=(0.5, 0.999), seed: int = 0,
                 device: torch.device | str = "cpu", snapshot_every: int | None = None, n_snapshot: int = 16,
-                ema_decay: float | None = None, desc: str = "DCGAN on MNIST", show_progress: bool = True) -> History:
+                ema_decay: float | None = None, desc: str = "DCGAN on MNIST", show_progress: bool = True,
+                precision: str = "fp32", state_file=None, save_every_s: float = 300.0) -> History:
     """Train a DCGAN on images ``x_train`` (N, 1, 28, 28) in [0, 1] with the non-saturating loss, k = 1.
 
     Adam(lr, betas) for both nets, as Radford et al. (2016). ``history.losses`` are D's losses,
     ``history.evals`` (step, {"g_loss", "d_real", "d_fake"}) every 10 steps, and, with ``snapshot_every``,
     ``history.snapshots`` holds (step, images) of ``n_snapshot`` fixed latents in [0, 1]. With ``ema_decay``,
     ``history.ema_generator`` is an exponential moving average of the generator's weights
-    (``course_lib.diffusion.EMA``; Yazici et al. 2019 found it improves GAN samples); the snapshots then show it.
+    (``course_lib.train.EMA``, with its warm-up; Yazici et al. 2019 found it improves GAN samples); the snapshots then show it.
+    ``precision`` and ``state_file`` (a resumable run) work as in :func:`course_lib.train.fit`.
     """
-    from .diffusion import EMA
-    from .train import minibatches
+    from .train import EMA, RunState, minibatches, resolve_precision
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -323,15 +335,19 @@ def train_dcgan(generator: DCGANGenerator, discriminator: DCGANDiscriminator, x_
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
     batches = minibatches(to_model_range(x_train), batch_size=batch_size, generator=rng)
     fixed_z = torch.randn(n_snapshot, generator.latent_dim, generator=rng).to(device)
-    history = History()
+    precision = resolve_precision(precision, device)
+    history = History(precision=precision)
     history.snapshots = []
     ema = EMA(generator, ema_decay) if ema_decay else None
-    start = time.perf_counter()
-    bar = tqdm(range(1, steps + 1), desc=desc, disable=not show_progress)
+    run = RunState(state_file, generator, opt_g, None, batches, {
+        "discriminator": discriminator, "opt_d": opt_d, "rng": rng, **({"ema": ema} if ema else {})})
+    first = run.restore(history, steps) + 1
+    start, last_save = time.perf_counter() - history.wall_time_s, time.perf_counter()
+    bar = tqdm(range(first, steps + 1), desc=desc, disable=not show_progress, initial=first - 1, total=steps)
     for step in bar:
         real = next(batches)[0].to(device)
         z = torch.randn(batch_size, generator.latent_dim, generator=rng).to(device)
-        d_loss, g_loss, d_real, d_fake = gan_step(generator, discriminator, real, z, opt_g, opt_d)
+        d_loss, g_loss, d_real, d_fake = gan_step(generator, discriminator, real, z, opt_g, opt_d, precision=precision)
         if ema is not None:
             ema.update(generator)
         history.losses.append(d_loss)
@@ -344,6 +360,10 @@ def train_dcgan(generator: DCGANGenerator, discriminator: DCGANDiscriminator, x_
             with torch.no_grad():
                 history.snapshots.append((step, to_pixel_range(shown(fixed_z)).cpu()))
             generator.train()
+        if run.file is not None and (step == steps or time.perf_counter() - last_save >= save_every_s):
+            history.wall_time_s = time.perf_counter() - start
+            run.save(step, history)
+            last_save = time.perf_counter()
     bar.close()
     generator.eval()
     discriminator.eval()

@@ -154,7 +154,7 @@ def evaluate_mae(model: MAE, images: torch.Tensor, mask_ratio: float = 0.75, see
     return {"masked_mse": total / count, "mean_fill_mse": baseline / count}
 
 
-def train_mae(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "MAE on MNIST"):
+def train_mae(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "MAE on MNIST", **fit_options):
     """Train an :class:`MAE` on MNIST digits; return ``(model, history, metrics)``.
 
     ``cfg`` (e.g. ``course_lib.recipes.mae_mnist_settings()``) names: model, mask_ratio, lr, weight_decay,
@@ -174,7 +174,7 @@ def train_mae(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "MA
     batches = minibatches(x_train, batch_size=cfg.batch_size, generator=generator)
     history = fit(model, lambda m, batch: m(batch[0], cfg.mask_ratio, generator)[0], batches, steps=cfg.steps,
                   optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps),
-                  desc=desc, show_progress=show_progress)
+                  desc=desc, show_progress=show_progress, **fit_options)
     test = evaluate_mae(model, x_test, cfg.mask_ratio, seed=0)
     tail = history.losses[-50:]
     metrics = {"final_train_loss": round(sum(tail) / len(tail), 5), "test_masked_mse": round(test["masked_mse"], 5),

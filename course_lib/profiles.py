@@ -24,6 +24,10 @@ import torch
 
 PROFILES = ("ci", "cpu", "gpu")
 ENV_VAR = "COURSE_PROFILE"
+# A recipe may also name the settings its shipped checkpoint was trained with, when they are none of the three
+# (a long run on 2 CPU cores): ``python -m course_lib.train NAME --profile shipped`` reruns it.
+SHIPPED = "shipped"
+RECIPE_PROFILES = PROFILES + (SHIPPED,)
 
 
 def profile() -> str:
@@ -61,15 +65,17 @@ def _warn_gpu_profile_on_cpu() -> None:
         RuntimeWarning, stacklevel=3)
 
 
-def per_profile(*, ci: dict, cpu: dict, gpu: dict, active: str | None = None) -> SimpleNamespace:
+def per_profile(*, ci: dict, cpu: dict, gpu: dict, shipped: dict | None = None,
+                active: str | None = None) -> SimpleNamespace:
     """The settings for the active profile (or ``active``), as attributes.
 
-    All three profiles must name the same keys, so a chapter cannot forget one.
+    All three profiles must name the same keys, so a chapter cannot forget one. A recipe whose shipped
+    checkpoint was made with other settings gives them as ``shipped`` (chosen with ``active="shipped"``).
 
     >>> per_profile(ci=dict(steps=5), cpu=dict(steps=50), gpu=dict(steps=500), active="cpu").steps
     50
     """
-    table = {"ci": ci, "cpu": cpu, "gpu": gpu}
+    table = {"ci": ci, "cpu": cpu, "gpu": gpu, **({SHIPPED: shipped} if shipped is not None else {})}
     for name, settings in table.items():
         if not isinstance(settings, dict):
             raise TypeError(f"per_profile({name}=...) must be a dict, got {type(settings).__name__}")
@@ -82,6 +88,9 @@ def per_profile(*, ci: dict, cpu: dict, gpu: dict, active: str | None = None) ->
                 f"differ between 'ci' and '{name}'"
             )
     chosen = profile() if active is None else active
-    if chosen not in PROFILES:
+    if chosen == SHIPPED and shipped is None:
+        raise ValueError("these settings have no 'shipped' variant: their shipped checkpoint was made with one of "
+                         f"{', '.join(PROFILES)} (the manifest's recipe says which)")
+    if chosen not in RECIPE_PROFILES:
         raise ValueError(f"unknown profile {chosen!r}; use one of {', '.join(PROFILES)}")
     return SimpleNamespace(profile=chosen, **table[chosen])

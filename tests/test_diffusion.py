@@ -6,7 +6,7 @@ import torch
 
 from course_lib import checkpointing, diffusion
 from course_lib.data import GaussianMixture2D
-from course_lib.diffusion import (EMA, MLPDenoiser, NoiseSchedule, cosine_betas, ddim_sample, ddim_sigma, ddim_step,
+from course_lib.diffusion import (MLPDenoiser, NoiseSchedule, cosine_betas, ddim_sample, ddim_sigma, ddim_step,
                                   ddim_timesteps, ddpm_loss, ddpm_sample, ddpm_step, linear_betas,
                                   probability_flow_euler_sample, probability_flow_euler_step, to_model_range,
                                   to_pixel_range, vlb_weights)
@@ -324,19 +324,6 @@ def test_mlp_denoiser_learns_a_simple_eps():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-20:]) / 20 < 0.6  # predicting eps = 0 has loss 1; the optimum is far below
-
-
-def test_ema_update_and_validation():
-    model = torch.nn.Linear(2, 1)
-    ema = EMA(model, decay=0.75)
-    with torch.no_grad():
-        old = ema.model.weight.clone()
-        model.weight.add_(1.0)
-    ema.update(model)
-    assert torch.allclose(ema.model.weight, 0.75 * old + 0.25 * model.weight)
-    assert not ema.model.weight.requires_grad
-    with pytest.raises(ValueError):
-        EMA(model, decay=1.0)
 
 
 def test_load_ddpm_mnist_says_what_to_do_when_missing(monkeypatch):

@@ -370,3 +370,105 @@ def test_fit_bad_device_is_named(regression, monkeypatch, bad, message):
 def test_accuracy_on_empty_input_is_an_error_not_a_division_by_zero():
     with pytest.raises(ValueError, match="empty"):
         accuracy(nn.Linear(3, 2), torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
+
+
+# -------------------------------------------------------------------------------------------------- EMA
+
+def test_ema_without_warmup_is_the_plain_average():
+    from course_lib.train import EMA
+    model = torch.nn.Linear(2, 1)
+    ema = EMA(model, decay=0.75, warmup=False)
+    with torch.no_grad():
+        old = ema.model.weight.clone()
+        model.weight.add_(1.0)
+    ema.update(model)
+    assert torch.allclose(ema.model.weight, 0.75 * old + 0.25 * model.weight)
+    assert not ema.model.weight.requires_grad
+    with pytest.raises(ValueError):
+        EMA(model, decay=1.0)
+
+
+def test_ema_warmup_forgets_the_initial_weights():
+    """EMA(0.999) without warm-up kept 0.999^3000 = 5% of the random initial weights after 3,000 steps."""
+    from course_lib.train import EMA
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.999)
+    assert [round(ema.current_decay(), 4) for _ in range(1)] == [0.1]
+    weight_of_start = 1.0
+    for t in range(3000):
+        weight_of_start *= ema.current_decay()
+        with torch.no_grad():
+            model.weight.fill_(1.0)  # every trained step says 1; the initialisation said 0
+        ema.update(model)
+    assert ema.updates == 3000 and ema.current_decay() == (1 + 3000) / (10 + 3000)  # 0.997; 0.999 from t = 8,990
+    assert weight_of_start < 1e-4 and abs(ema.model.weight.item() - (1 - weight_of_start)) < 1e-5
+    assert 0.999 ** 3000 > 0.04  # what the average kept without the warm-up
+
+
+# -------------------------------------------------------------------------------------------------- fast path, resume
+
+def test_resolve_precision(monkeypatch):
+    from course_lib import train as T
+    monkeypatch.delenv(T.PRECISION_ENV, raising=False)
+    assert T.resolve_precision("fp32") == "fp32" and T.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(T, "_cpu_has_bf16", lambda: False)
+    assert T.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(T, "_cpu_has_bf16", lambda: True)
+    assert T.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv(T.PRECISION_ENV, "fp32")  # run as a machine without bf16 would
+    assert T.resolve_precision("auto", "cpu") == "fp32" and T.resolve_precision("bf16") == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        T.resolve_precision("fp16")
+
+
+@pytest.mark.parametrize("precision, channels_last", [("bf16", False), ("fp32", True)])
+def test_fit_fast_path_trains_and_records_how(regression, precision, channels_last):
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 1))
+    x = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = x.mean((1, 2, 3))[:, None]
+    history = fit(conv, mse, minibatches(x, y, batch_size=16), steps=60, optimizer=torch.optim.Adam(conv.parameters(), 1e-2),
+                  precision=precision, channels_last=channels_last, show_progress=False)
+    assert history.precision == precision and history.channels_last == channels_last
+    assert sum(history.losses[-10:]) < sum(history.losses[:10])
+    assert conv[0].weight.is_contiguous()  # back to the usual layout for saving and for the chapters
+    record = history.training_record()
+    assert record["precision"] == precision and record["steps"] == 60 and record["ms_per_step"] > 0
+
+
+def test_fit_resumes_exactly_where_it_stopped(tmp_path):
+    """Ten steps, an interruption, ten more from the state file == twenty steps in one go (EMA, scheduler,
+    batch order and the global RNG included)."""
+    from course_lib.train import EMA
+
+    def run(steps, state_file=None):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
+        x = torch.randn(100, 3, generator=torch.Generator().manual_seed(1))
+        y = x.sum(1, keepdim=True)
+        batches = minibatches(x, y, batch_size=16, generator=torch.Generator().manual_seed(2))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 5, 0.5)
+        ema = EMA(model, 0.9)
+
+        def noisy_mse(m, batch):  # draws from the global RNG, as ddpm_loss does
+            return mse(m, (batch[0] + 0.1 * torch.randn(batch[0].shape), batch[1]))
+
+        history = fit(model, noisy_mse, batches, steps=steps, optimizer=optimizer, scheduler=scheduler,
+                      after_step=ema.update, show_progress=False, state_file=state_file,
+                      extra_state={"ema": ema})
+        return model, ema, history
+
+    straight, straight_ema, straight_history = run(20)
+    state = tmp_path / "run.pt"
+    run(10, state)  # the interrupted run: its last state is on disk
+    assert state.is_file()
+    torch.manual_seed(123)  # whatever happened in between
+    resumed, resumed_ema, resumed_history = run(20, state)
+    for a, b in zip(list(straight.parameters()) + list(straight_ema.model.parameters()),
+                    list(resumed.parameters()) + list(resumed_ema.model.parameters())):
+        assert torch.equal(a, b)
+    assert resumed_history.losses == straight_history.losses and resumed_ema.updates == 20
+    with pytest.raises(ValueError, match="past the 5 steps"):
+        run(5, state)

@@ -179,3 +179,55 @@ def test_rescues_in_the_same_second_do_not_overwrite_each_other(shipped, trainin
     assert [p.name for p in rescued] == ["tiny-20250101-000000-1.pt", "tiny-20250101-000000.pt"]
     for path, model in zip([rescued[1], rescued[0]], trainings):
         assert torch.equal(torch.load(path, weights_only=True)["weight"], model.weight)
+
+
+@pytest.fixture
+def resumable(monkeypatch, tmp_path):
+    """A fake resumable recipe 'slow' that trains through fit with a state file, and can be interrupted."""
+    calls = []
+
+    def slow(active=None, seed=0, state_file=None, interrupt_at=None):
+        torch.manual_seed(seed)
+        model = nn.Linear(2, 1)
+        x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+        batches = train.minibatches(x, x.sum(1, keepdim=True), batch_size=8, generator=torch.Generator().manual_seed(1))
+
+        def loss(m, batch):
+            if calls[-1] == "interrupt" and len(history_steps) == 12:
+                raise KeyboardInterrupt  # the learner closes the laptop at step 12
+            history_steps.append(1)
+            return ((m(batch[0]) - batch[1]) ** 2).mean()
+
+        history_steps = []
+        history = train.fit(model, loss, batches, steps=30, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                            show_progress=False, state_file=state_file, save_every_s=0.0)
+        return model, history, {"loss": history.losses[-1]}, {"recipe": "slow", "seed": seed}
+
+    monkeypatch.setitem(recipes.RECIPES, "slow", slow)
+    monkeypatch.setattr(recipes, "RESUMABLE", recipes.RESUMABLE | {"slow"})
+    monkeypatch.setattr(train, "RUNS_DIR", str(tmp_path / "runs"))
+    return calls
+
+
+def test_an_interrupted_run_resumes_and_records_how_it_ran(shipped, resumable, tmp_path, capsys):
+    out = tmp_path / "mine"
+    resumable.append("interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        main(["slow", "--profile", "ci", "--out", str(out)])
+    state = out / "slow-ci-seed0.state.pt"
+    assert state.is_file() and not (out / "slow.pt").exists()
+    resumable.append("run")
+    with pytest.raises(SystemExit) as exit_:  # starting again without --resume would throw the progress away
+        main(["slow", "--profile", "ci", "--out", str(out)])
+    assert exit_.value.code == 2 and "--resume" in capsys.readouterr().err
+    main(["slow", "--profile", "ci", "--out", str(out), "--resume"])
+    assert "resuming from" in capsys.readouterr().out and not state.exists()  # done: nothing left to resume
+    entry = checkpointing.read_manifest(out)["slow"]
+    assert entry["training"]["steps"] == 30 and entry["training"]["precision"] == "fp32"
+    assert entry["training"]["ms_per_step"] > 0 and entry["training"]["machine"]
+
+
+def test_resume_is_refused_for_a_quick_recipe(shipped, trainings, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["tiny", "--resume", "--force"])
+    assert exit_.value.code == 2 and "not resumable" in capsys.readouterr().err
