@@ -43,7 +43,7 @@ lab: data
 
 test: data
 	rm -rf $(STUDENT_CI)  # never a learner's work: a fresh copy each run
-	$(BIN)/python -m course_lib.student --quiet --out $(STUDENT_CI)
+	$(BIN)/python -m course_lib.tools.student --quiet --out $(STUDENT_CI)
 	COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
 		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser tests $(NOTEBOOKS) $(STUDENT_CI_NOTEBOOKS)
 
@@ -70,15 +70,15 @@ test-browser: data $(BROWSER_STAMP) $(CHROMIUM)
 		$(BIN)/python -m pytest -n $(WORKERS) --dist load --durations=5 tests/browser
 
 bench: install
-	$(BIN)/python -m course_lib.bench
+	$(BIN)/python -m course_lib.zoo bench
 
 # How long each chapter takes under a profile; writes the chapter's table, its notebook metadata and the README row.
 PROFILE ?= ci
 time: install
-	OMP_WAIT_POLICY=PASSIVE .ci/offline $(BIN)/python -m course_lib.timing --profile $(PROFILE) $(CHAPTERS)
+	OMP_WAIT_POLICY=PASSIVE .ci/offline $(BIN)/python -m course_lib.tools.timing --profile $(PROFILE) $(CHAPTERS)
 
 student: install
-	$(BIN)/python -m course_lib.student --out $(STUDENT_OUT) $(if $(filter-out 0,$(FORCE)),--force,)
+	$(BIN)/python -m course_lib.tools.student --out $(STUDENT_OUT) $(if $(filter-out 0,$(FORCE)),--force,)
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

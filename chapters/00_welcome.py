@@ -89,9 +89,9 @@ import torch
 
 import course_lib
 from course_lib import device, per_profile, profile, seed_everything
+from course_lib.core.plotting import image_grid
+from course_lib.core.widgets import interactive_figure
 from course_lib.data import GaussianMixture2D, SHAPE_CLASSES, load_mnist, make_shapes
-from course_lib.plotting import image_grid
-from course_lib.widgets import interactive_figure
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -142,12 +142,12 @@ print(cfg)
 
 # %% [markdown]
 # Whatever the profile, the figures in every chapter look right: the course ships small
-# **trained checkpoints** (`course_lib/checkpoints/`, each with its recipe, metrics and sha256 in
+# **trained checkpoints** (`course_lib/zoo/checkpoints/`, each with its recipe, metrics and sha256 in
 # `manifest.json`). A chapter first shows "train it yourself" under your profile, then loads the
 # shipped weights for the figures.
 
 # %%
-from course_lib.checkpointing import read_manifest
+from course_lib.core.checkpointing import read_manifest
 
 for name, entry in read_manifest().items():
     print(f"{name:<12} {entry['parameters']:>9,} parameters  metrics {entry['metrics']}  "
@@ -305,7 +305,7 @@ def pixel_mean(x):
     return x.mean(dim=0)
 
 # %%
-from course_lib.check import check_function, check_tensor, show_solution
+from course_lib.core.check import check_function, check_tensor, show_solution
 
 def reference_pixel_mean(x):
     return x.mean(dim=0)

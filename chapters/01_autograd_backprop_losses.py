@@ -74,18 +74,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import course_lib
-import course_lib.backprop
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.losses
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.train
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.train
+import course_lib.core.widgets
+import course_lib.topics.backprop
+import course_lib.topics.losses
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.backprop import MLP, mlp_loss, numerical_gradient, relative_error
+from course_lib.core.train import accuracy, fit, minibatches
 from course_lib.data import load_mnist
-from course_lib.train import accuracy, fit, minibatches
+from course_lib.topics.backprop import MLP, mlp_loss, numerical_gradient, relative_error
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -432,7 +432,7 @@ except RuntimeError as error:
 # $$
 #
 # We compare both with central finite differences, $\partial f / \partial a_i \approx \big(f(a + \epsilon e_i) - f(a - \epsilon e_i)\big) / (2\epsilon)$,
-# computed by `course_lib.backprop.numerical_gradient` in float64.
+# computed by `course_lib.topics.backprop.numerical_gradient` in float64.
 
 # %%
 a = torch.randn(4, dtype=torch.float64, generator=generator, requires_grad=True)  # (4,)
@@ -659,22 +659,22 @@ for what, action in [("inference tensor * w, backward", lambda: (y_inference * w
 # = \log \sum_{k:\, p_k > 0} q_k \le \log 1 = 0 ,
 # $$
 #
-# with equality when $q = p$. Checked with `course_lib.losses` and, independently, `torch.distributions`:
+# with equality when $q = p$. Checked with `course_lib.topics.losses` and, independently, `torch.distributions`:
 
 # %%
 generator = seed_everything(1)
 p = torch.softmax(2 * torch.randn(1000, 10, generator=generator, dtype=torch.float64), dim=1)  # (1000, 10)
 q = torch.softmax(2 * torch.randn(1000, 10, generator=generator, dtype=torch.float64), dim=1)  # (1000, 10)
 
-h_p = course_lib.losses.entropy(p)  # (1000,)
-H_pq = course_lib.losses.categorical_cross_entropy(p, q)  # (1000,)
-KL_pq = course_lib.losses.kl_divergence(p, q)  # (1000,)
+h_p = course_lib.topics.losses.entropy(p)  # (1000,)
+H_pq = course_lib.topics.losses.categorical_cross_entropy(p, q)  # (1000,)
+KL_pq = course_lib.topics.losses.kl_divergence(p, q)  # (1000,)
 Cat = torch.distributions.Categorical
 assert torch.allclose(h_p, Cat(probs=p).entropy())
 assert torch.allclose(KL_pq, torch.distributions.kl_divergence(Cat(probs=p), Cat(probs=q)))
 assert torch.allclose(H_pq, -(p * q.log()).sum(1))
 assert torch.allclose(H_pq, h_p + KL_pq)  # H(p, q) = h(p) + KL(p || q)
-assert (KL_pq >= 0).all() and course_lib.losses.kl_divergence(p, p).abs().max() < 1e-12
+assert (KL_pq >= 0).all() and course_lib.topics.losses.kl_divergence(p, p).abs().max() < 1e-12
 print(f"max |H(p,q) - h(p) - KL(p||q)| over 1000 pairs = {(H_pq - h_p - KL_pq).abs().max():.1e}; "
       f"min KL = {KL_pq.min():.3f} >= 0")
 
@@ -718,7 +718,7 @@ print("Dirichlet(ones(10)).sample()     ->", dirichlet_draw.numpy().round(2), " 
 kl_right = F.kl_div(q.log(), p, reduction="batchmean")  # input = log q, target = p -> KL(p || q)
 kl_swapped = F.kl_div(p.log(), q, reduction="batchmean")  # -> KL(q || p)
 assert torch.allclose(kl_right, KL_pq.mean())
-assert torch.allclose(kl_swapped, course_lib.losses.kl_divergence(q, p).mean())
+assert torch.allclose(kl_swapped, course_lib.topics.losses.kl_divergence(q, p).mean())
 print(f"KL(p||q) = {KL_pq.mean():.4f};  F.kl_div(q.log(), p) = {kl_right:.4f};  "
       f"F.kl_div(p.log(), q) = {kl_swapped:.4f} = KL(q||p)")
 with warnings.catch_warnings(record=True) as caught:
@@ -846,7 +846,7 @@ print("F.nll_loss(F.log_softmax(z), c) == F.cross_entropy(z, c)")
 # %%
 z_example = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0, -2.0])  # (C,) = (6,)
 taus = [0.05, 0.3, 1.0, 3.0, 100.0]
-entropies = [course_lib.losses.entropy(torch.softmax(z_example / tau, 0)).item() for tau in taus]
+entropies = [course_lib.topics.losses.entropy(torch.softmax(z_example / tau, 0)).item() for tau in taus]
 assert all(e1 < e2 for e1, e2 in zip(entropies, entropies[1:]))  # entropy grows with tau
 assert entropies[0] < 1e-3 and abs(entropies[-1] - math.log(6)) < 1e-3
 print("entropy of softmax(z/tau) for tau =", taus, "->", np.round(entropies, 4), f"(log 6 = {math.log(6):.4f})")
@@ -856,10 +856,10 @@ def draw_temperature(ax, tau):
     probabilities = torch.softmax(z_example / tau, dim=0)  # (6,)
     ax.bar(range(6), probabilities.numpy(), color="tab:blue")
     ax.set(ylim=(0, 1), xlabel="class k", ylabel="softmax(z / tau)_k",
-           title=f"tau = {tau:.3g}: entropy {course_lib.losses.entropy(probabilities):.3f} nats (max log 6 = 1.792)")
+           title=f"tau = {tau:.3g}: entropy {course_lib.topics.losses.entropy(probabilities):.3f} nats (max log 6 = 1.792)")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_temperature, figsize=(6, 3),
     tau=ipywidgets.FloatLogSlider(value=1.0, base=10, min=-1.5, max=1.5, step=0.05, description="tau"))
 
@@ -1082,7 +1082,7 @@ for name, loss_fn in [("correct", mlp_loss), ("double softmax", double_softmax_l
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     batches = minibatches(x_small, y_small, batch_size=64, generator=generator)
     histories[name] = fit(model, loss_fn, batches, steps=bug_demo.steps, optimizer=optimizer, device=DEVICE, desc=name)
-ax = course_lib.plotting.plot_losses(*histories.values(), labels=list(histories), smooth=10)
+ax = course_lib.core.plotting.plot_losses(*histories.values(), labels=list(histories), smooth=10)
 ax.axhline(floor, color="tab:red", ls=":", label="floor 1.461")
 ax.legend()
 plt.show()
@@ -1290,17 +1290,17 @@ for name, value in params64.items():
     assert error < 1e-6, name
 
 # %% [markdown]
-# **The library version.** `course_lib.backprop.manual_forward_backward` is the same computation; it must agree:
+# **The library version.** `course_lib.topics.backprop.manual_forward_backward` is the same computation; it must agree:
 
 # %%
-library_loss, library_grads = course_lib.backprop.manual_forward_backward(x_batch, y_batch, **params)
+library_loss, library_grads = course_lib.topics.backprop.manual_forward_backward(x_batch, y_batch, **params)
 assert torch.allclose(library_loss, my_loss)
 for name in params:
     assert torch.allclose(library_grads[name], my_grads[name], atol=1e-7), name
-print("my_forward_backward == course_lib.backprop.manual_forward_backward")
+print("my_forward_backward == course_lib.topics.backprop.manual_forward_backward")
 
 # %% [markdown]
-# From now on, chapters import `course_lib.backprop.manual_forward_backward` (and `course_lib.losses`) instead of repeating these cells.
+# From now on, chapters import `course_lib.topics.backprop.manual_forward_backward` (and `course_lib.topics.losses`) instead of repeating these cells.
 
 # %% [markdown]
 # > **Common confusion:** a source post writes a hidden layer edge by edge, $i_1 w_{11} + b_{11},\ i_1 w_{12} + b_{12},\ i_2 w_{21} + b_{21}, \dots$,
@@ -1328,18 +1328,18 @@ print("the same as one bias per unit; d/dB_ji is the same for all 784 edges i of
 # ---
 # ## D. Training the MLP on MNIST
 #
-# `course_lib.recipes.mlp_mnist` is the recipe that made the shipped checkpoint. Here it is:
+# `course_lib.zoo.mlp_mnist` is the recipe that made the shipped checkpoint. Here it is:
 
 # %%
-print(inspect.getsource(course_lib.recipes.mlp_mnist))
+print(inspect.getsource(course_lib.zoo.mlp_mnist.train))
 
 # %% [markdown]
 # We write the same steps out, with the settings of the active profile. `fit` is the plain loop
 # `loss = loss_fn(model, batch); optimizer.zero_grad(); loss.backward(); optimizer.step()` with a progress bar;
-# `mlp_loss` is `course_lib.losses.cross_entropy(model(x), y)`.
+# `mlp_loss` is `course_lib.topics.losses.cross_entropy(model(x), y)`.
 
 # %%
-cfg = course_lib.recipes.mlp_mnist_settings()
+cfg = course_lib.zoo.settings("mlp_mnist")
 print(cfg)
 generator = seed_everything(0)
 x_train, y_train = load_mnist("train")  # (60000, 1, 28, 28), (60000,)
@@ -1358,7 +1358,7 @@ print(f"test accuracy after {cfg.steps} steps on {cfg.n_train} images: {test_acc
 assert test_acc >= cfg.min_test_accuracy
 
 # %%
-ax = course_lib.plotting.plot_losses(history, smooth=20, log_y=True, title=f"MLP on MNIST, profile {cfg.profile}")
+ax = course_lib.core.plotting.plot_losses(history, smooth=20, log_y=True, title=f"MLP on MNIST, profile {cfg.profile}")
 ax.set_ylabel("training loss (20-step mean)")
 ax_acc = ax.twinx()  # test accuracy on the right-hand axis
 eval_steps = [step for step, _ in history.evals]
@@ -1374,7 +1374,7 @@ plt.show()
 
 # %%
 model = MLP().to(DEVICE)
-entry = course_lib.checkpointing.load_checkpoint(model, "mlp_mnist")
+entry = course_lib.core.checkpointing.load_checkpoint(model, "mlp_mnist")
 print("manifest metrics:", entry["metrics"])
 print("recipe          :", {k: entry["recipe"][k] for k in ("profile", "n_train", "steps", "batch_size", "lr", "seed")})
 checkpoint_acc = accuracy(model, x_test, y_test)
@@ -1388,7 +1388,7 @@ assert checkpoint_acc >= 0.975
 # %%
 W1_trained = model.fc1.weight.detach().cpu()  # (500, 784)
 rows = W1_trained[:25] / W1_trained[:25].abs().amax(dim=1, keepdim=True)  # (25, 784) in [-1, 1]
-ax = course_lib.plotting.image_grid((0.5 + 0.5 * rows).reshape(25, 1, 28, 28), nrow=5, cmap="RdBu_r",
+ax = course_lib.core.plotting.image_grid((0.5 + 0.5 * rows).reshape(25, 1, 28, 28), nrow=5, cmap="RdBu_r",
                                     figsize=(5, 5))
 ax.set_title("first-layer weights of hidden units 0-24")
 plt.show()
@@ -1399,7 +1399,7 @@ with torch.no_grad():
 wrong = (predictions != y_test).nonzero().squeeze(1)  # indices of mistakes
 print(f"{len(wrong)} of {len(y_test)} test digits misclassified")
 shown = wrong[:24]
-course_lib.plotting.image_grid(x_test[shown], nrow=3, titles=[f"{y_test[i]}→{predictions[i]}" for i in shown])
+course_lib.core.plotting.image_grid(x_test[shown], nrow=3, titles=[f"{y_test[i]}→{predictions[i]}" for i in shown])
 plt.suptitle("misclassified test digits (true→predicted)", y=1.02)
 plt.show()
 
@@ -1453,7 +1453,7 @@ def draw_sweep(ax, lr, hidden):
            title=f"lr = {lr:.2g}, hidden = {hidden}: {status}")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_sweep, figsize=(7, 3.5),
     lr=ipywidgets.SelectionSlider(options=[(f"{lr:.2g}", lr) for lr in learning_rates], value=learning_rates[3],
                                   description="lr"),
@@ -1489,10 +1489,10 @@ exercise_inputs = [
     torch.tensor([[-1e4, -1e4 + 1.0, -1e4 - 3.0]]),
     (50 * torch.randn(2, 3, 4, generator=generator), 1),  # along dim 1
 ]
-course_lib.check.check_function(my_log_softmax, course_lib.losses.log_softmax, exercise_inputs)
+course_lib.core.check.check_function(my_log_softmax, course_lib.topics.losses.log_softmax, exercise_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.losses.log_softmax)
+course_lib.core.check.show_solution(course_lib.topics.losses.log_softmax)
 
 # %% [markdown]
 # **Exercise 2: BCE with logits.** Implement `my_bce_with_logits(z, y)`, the mean of
@@ -1510,11 +1510,11 @@ bce_inputs = [
     (torch.tensor([50.0, -50.0, 0.0]), torch.tensor([0.0, 1.0, 1.0])),
     (3 * torch.randn(4, 5, generator=generator), torch.randint(0, 2, (4, 5), generator=generator).float()),
 ]
-course_lib.check.check_function(my_bce_with_logits, course_lib.losses.bce_with_logits, bce_inputs)
-course_lib.check.check_function(my_bce_with_logits, F.binary_cross_entropy_with_logits, bce_inputs)
+course_lib.core.check.check_function(my_bce_with_logits, course_lib.topics.losses.bce_with_logits, bce_inputs)
+course_lib.core.check.check_function(my_bce_with_logits, F.binary_cross_entropy_with_logits, bce_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.losses.bce_with_logits)
+course_lib.core.check.show_solution(course_lib.topics.losses.bce_with_logits)
 
 # %% [markdown]
 # **Exercise 3: fix the retain_grad bug.** A colleague wants $\partial \mathcal{L} / \partial h$, the gradient at the hidden
@@ -1543,11 +1543,11 @@ def hidden_layer_gradient(model, x, y):
 # %%
 probe_net = MLP(n_hidden=500)
 probe_net.load_state_dict(net.state_dict())  # the network of section C, with fresh .grad
-course_lib.check.check_tensor(hidden_layer_gradient(probe_net, x_batch, y_batch), delta2 @ W2,
+course_lib.core.check.check_tensor(hidden_layer_gradient(probe_net, x_batch, y_batch), delta2 @ W2,
                               name="hidden_layer_gradient(probe_net, x_batch, y_batch)", atol=1e-7)
 
 # %%
-course_lib.check.show_solution('''def hidden_layer_gradient(model, x, y):
+course_lib.core.check.show_solution('''def hidden_layer_gradient(model, x, y):
     h = torch.relu(model.fc1(x))          # (N, H), an intermediate: backward does not keep its .grad
     h.retain_grad()                       # ask for it BEFORE backward
     loss = F.cross_entropy(model.fc2(h), y)

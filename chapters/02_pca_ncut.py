@@ -89,16 +89,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import course_lib
-import course_lib.check
-import course_lib.plotting
-import course_lib.spectral
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.spectral
 from course_lib import per_profile, profile, seed_everything
 from course_lib.data import load_image, load_mnist
-from course_lib.spectral import (assoc, cut, degrees, eigenvector_stability, explained_variance_ratio, image_affinity,
-                                 lanczos_largest, laplacian, nassoc_value, ncut_bipartition, ncut_eigenvectors,
-                                 ncut_threshold_curve, ncut_value, pca, pca_reconstruct, rayleigh_quotient,
-                                 recursive_ncut)
+from course_lib.topics.spectral import (assoc, cut, degrees, eigenvector_stability, explained_variance_ratio,
+                                        image_affinity, lanczos_largest, laplacian, nassoc_value, ncut_bipartition,
+                                        ncut_eigenvectors, ncut_threshold_curve, ncut_value, pca, pca_reconstruct,
+                                        rayleigh_quotient, recursive_ncut)
 
 generator = seed_everything(0)
 cfg = per_profile(ci=dict(n_pca=10_000, n_graphs=20, gallery_size=96),
@@ -311,7 +311,7 @@ assert cosines.min() > 1 - 1e-8
 # against the measured error.
 
 # %%
-fitted = pca(X)                                            # course_lib.spectral.pca: mean, components, variances
+fitted = pca(X)                                            # course_lib.topics.spectral.pca: mean, components, variances
 assert torch.allclose(fitted.mean, x_mean) and torch.allclose(fitted.variances, eigenvalues.clamp_min(0), atol=1e-10)
 assert torch.allclose((fitted.components * eigenvectors).sum(0)[:50].abs(), torch.ones(50, dtype=torch.float64), atol=1e-8)
 for k in (0, 10, 50, 150):
@@ -376,7 +376,7 @@ train_error_curve = fitted.variances.flip(0).cumsum(0).flip(0)  # sum_{i >= k} l
 
 def draw_reconstruction(axes, k):
     reconstruction = pca_reconstruct(test_digits, fitted, k).clamp(0, 1)  # (8, 784)
-    course_lib.plotting.image_grid(torch.cat([test_digits, reconstruction]).reshape(16, 1, 28, 28).float(), nrow=2,
+    course_lib.core.plotting.image_grid(torch.cat([test_digits, reconstruction]).reshape(16, 1, 28, 28).float(), nrow=2,
                                    ax=axes[0])
     axes[0].set_title(f"test digits (top) and their reconstruction from k = {k} components (bottom)", fontsize=9)
     ks = np.arange(0, 400)
@@ -387,7 +387,7 @@ def draw_reconstruction(axes, k):
     axes[1].legend(fontsize=8)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_reconstruction, ncols=2, figsize=(12, 3.2),
     k=ipywidgets.IntSlider(value=20, min=0, max=300, step=1, description="k"))
 
@@ -815,7 +815,7 @@ assert np.allclose(lam_1, lam_2[:4], atol=1e-9) and np.allclose(lam_1, lam_3, at
 #
 # For Ncut the top eigenvector of $A$ is known, $z_0 = D^{1/2}\mathbf{1}$ (normalised), so we run the recurrence orthogonal to it: the
 # largest eigenvalue left is $1 - \lambda_1$. The cell writes the recurrence out on a $64 \times 64$ image (4,096 nodes), checks the
-# residual formula and the monotone rise of $\theta$, and compares with ARPACK and with `course_lib.spectral.lanczos_largest`
+# residual formula and the monotone rise of $\theta$, and compares with ARPACK and with `course_lib.topics.spectral.lanczos_largest`
 # (the same recurrence, plus a convergence test and a deflation list).
 
 # %%
@@ -856,7 +856,7 @@ print(f"after m = {m} steps: theta = {theta_all[-1]:.10f}, so lambda_1 ~ {1 - th
       f"|A x - theta x| = {residual:.2e}, beta_m |s_m| = {betas[-1] * abs(S_m[-1, -1]):.2e}")
 mu_arpack = scipy.sparse.linalg.eigsh(A_64, k=2, which="LA", ncv=40, tol=1e-12, v0=np.ones(4096))[0]
 theta_lib, _, steps = lanczos_largest(A_64.dot, np.ones(4096), deflate=[z0], tol=1e-10)
-print(f"ARPACK: 1 - lambda_1 = {mu_arpack.min():.10f}; course_lib.spectral.lanczos_largest: {theta_lib:.10f} in {steps} products")
+print(f"ARPACK: 1 - lambda_1 = {mu_arpack.min():.10f}; course_lib.topics.spectral.lanczos_largest: {theta_lib:.10f} in {steps} products")
 assert abs(residual - betas[-1] * abs(S_m[-1, -1])) < 1e-6 and all(b >= a - 1e-12 for a, b in zip(thetas, thetas[1:]))
 assert abs(theta_all[-1] - mu_arpack.min()) < 1e-6 and abs(theta_lib - mu_arpack.min()) < 1e-9
 
@@ -877,7 +877,7 @@ plt.show()
 # |---|---|---|---|
 # | ARPACK `eigsh(which="LA")` as first written: default Krylov size $2k + 1 = 5$, tol $10^{-8}$, $v_0 = z_0$ | 1.4 | 6.8 | 8.1 |
 # | ARPACK, Krylov size 40, tol $10^{-6}$ | 0.8 | 1.8 | 13.5 |
-# | `course_lib.spectral.lanczos_largest` ($z_0$ deflated), tol $10^{-6}$ | **0.3** | **0.6** | **0.7** |
+# | `course_lib.topics.spectral.lanczos_largest` ($z_0$ deflated), tol $10^{-6}$ | **0.3** | **0.6** | **0.7** |
 # | shift-invert `eigsh(sigma=-1e-3)` on $L_{\text{sym}}$ (sparse LU) | 5.5 | | |
 # | `lobpcg` without a preconditioner, 500 iterations | 1.0, still $3 \times 10^{-4}$ off | | |
 # | dense `eigh` of the $16{,}384 \times 16{,}384$ matrix | not tried: 2 GiB, $O(N^3)$ | | |
@@ -1150,7 +1150,7 @@ def draw_ncut(axes, name, sigma_i, sigma_x, radius, mode, manual_t):
         ax.axis("off")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_ncut, ncols=4, figsize=(15, 3.6),
     name=ipywidgets.Dropdown(options=["camera", "coins", "horse", "chelsea", "astronaut", "coffee"], value="camera",
                              description="image"),
@@ -1168,7 +1168,7 @@ course_lib.widgets.interactive_figure(
 # ### D.6 Recursive two-way cuts
 #
 # The paper's grouping algorithm: split, then split each part again on its own subgraph, and stop when the best split's
-# Ncut exceeds a threshold (or a part is too small, or its eigenvector unstable). `course_lib.spectral.recursive_ncut` does
+# Ncut exceeds a threshold (or a part is too small, or its eigenvector unstable). `course_lib.topics.spectral.recursive_ncut` does
 # this; its threshold search skips thresholds that would leave fewer than `min_size` pixels on a side, so a clump of a few odd
 # pixels is not taken for a region. The stopping threshold matters most: a uniform region of this size can be cut in two for an
 # Ncut of about 0.05 (a long boundary of weak edges), so `max_ncut = 0.08` cuts the sky and the grass into pieces, and
@@ -1246,11 +1246,11 @@ for n_nodes in (5, 12, 40):
     W_ex.fill_diagonal_(0)
     ncut_inputs.append((W_ex, torch.arange(n_nodes) % 3 == 0))
 ncut_inputs.append((torch.tensor(W_points), torch.from_numpy(masks_12[int(np.argmin(ncuts_12))])))
-course_lib.check.check_function(my_ncut, lambda W, mask: torch.tensor(ncut_value(W, mask), dtype=torch.float64),
+course_lib.core.check.check_function(my_ncut, lambda W, mask: torch.tensor(ncut_value(W, mask), dtype=torch.float64),
                                 ncut_inputs, rtol=1e-10, atol=1e-12)
 
 # %%
-course_lib.check.show_solution(course_lib.spectral.ncut_value)
+course_lib.core.check.show_solution(course_lib.topics.spectral.ncut_value)
 
 # %% [markdown]
 # **Exercise 2: PCA reconstruction.** Given data `x` (n, d) and a fitted `PCA` (its `mean` (d,) and `components` (d, k_max)),
@@ -1265,10 +1265,10 @@ def my_reconstruct(x, fitted, k):
 
 # %%
 reconstruct_inputs = [(test_digits, fitted, k) for k in (0, 1, 30, 784)]
-course_lib.check.check_function(my_reconstruct, pca_reconstruct, reconstruct_inputs, rtol=1e-8, atol=1e-10)
+course_lib.core.check.check_function(my_reconstruct, pca_reconstruct, reconstruct_inputs, rtol=1e-8, atol=1e-10)
 
 # %%
-course_lib.check.show_solution(course_lib.spectral.pca_reconstruct)
+course_lib.core.check.show_solution(course_lib.topics.spectral.pca_reconstruct)
 
 # %% [markdown]
 # **Exercise 3: the relaxed Ncut value.** Write `my_lambda_1(W)` returning $\lambda_1$, the second-smallest eigenvalue of
@@ -1285,11 +1285,11 @@ def my_lambda_1(W):
 
 # %%
 lambda_inputs = [W for W, _ in ncut_inputs]
-course_lib.check.check_function(my_lambda_1, lambda W: torch.tensor(ncut_eigenvectors(W, k=2)[0][1], dtype=torch.float64),
+course_lib.core.check.check_function(my_lambda_1, lambda W: torch.tensor(ncut_eigenvectors(W, k=2)[0][1], dtype=torch.float64),
                                 lambda_inputs, rtol=1e-8, atol=1e-10)
 
 # %%
-course_lib.check.show_solution(course_lib.spectral.ncut_eigenvectors)
+course_lib.core.check.show_solution(course_lib.topics.spectral.ncut_eigenvectors)
 
 # %% [markdown]
 # **Exercise 4: counting components from the spectrum.** Write `my_count_components(W)` for a sparse affinity: the number
@@ -1309,13 +1309,13 @@ component_inputs = [image_affinity(two_objects, sigma_i=s, sigma_x=3.0, radius=3
 three_objects = two_objects.clone()
 three_objects[14:20, 2:8] = 0.9                            # far (> r) from the other bright square
 component_inputs.append(image_affinity(three_objects, sigma_i=0.01, sigma_x=3.0, radius=3))
-course_lib.check.check_function(
+course_lib.core.check.check_function(
     my_count_components,
     lambda W: torch.tensor(scipy.sparse.csgraph.connected_components(W, directed=False)[0]),
     component_inputs)
 
 # %%
-course_lib.check.show_solution('''def my_count_components(W, max_components=8):
+course_lib.core.check.show_solution('''def my_count_components(W, max_components=8):
     lambdas, _ = ncut_eigenvectors(W, k=max_components)   # smallest generalized eigenvalues, ascending
     return torch.tensor(int((lambdas < 1e-9).sum()))        # each connected component adds one zero''')
 

@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 292
-#         source: the chapter's table before course_lib.timing, commit 95f6c4e (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit 95f6c4e (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed; the shipped recipe took 14.5 min on the shared 2-core CPU
 #         seconds: null
@@ -78,19 +78,20 @@ import torch.nn.functional as F
 from torch import nn
 
 import course_lib
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.cnn
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.cnn
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.cnn import (SmallCNN, classification_loss, conv_output_size, cutmix, cutmix_box, effective_receptive_field,
-                            erf_spread, grad_cam, grad_cam_map, layer_specs, measured_receptive_field, mixup,
-                            random_crop_flip, receptive_field, receptive_field_box, saliency)
+from course_lib.core.train import accuracy, fit, minibatches, warmup_cosine
 from course_lib.data import FASHION_CLASSES, load_fashion_mnist
-from course_lib.losses import cross_entropy
-from course_lib.train import accuracy, fit, minibatches, warmup_cosine
+from course_lib.topics.cnn import (SmallCNN, classification_loss, conv_output_size, cutmix, cutmix_box,
+                                   effective_receptive_field, erf_spread, grad_cam, grad_cam_map, layer_specs,
+                                   measured_receptive_field, mixup, random_crop_flip, receptive_field,
+                                   receptive_field_box, saliency)
+from course_lib.topics.losses import cross_entropy
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -238,7 +239,7 @@ assert error_stride1 < 1e-12 and error_stride2_by2 < 1e-12 and error_stride2_by1
 # size $n'$ back to size $n$. The floor above makes that inverse ambiguous (several $n$ give the same $n'$ when $s > 1$), so it
 # returns the smallest, $(n' - 1)s - 2p + d(k - 1) + 1$, plus an `output_padding` of $0, \dots, s - 1$ that picks another.
 #
-# `course_lib.cnn.conv_output_size` implements the formula. Checked against the shape PyTorch actually produces, for
+# `course_lib.topics.cnn.conv_output_size` implements the formula. Checked against the shape PyTorch actually produces, for
 # every combination in a grid (about 4,000 layers):
 
 # %%
@@ -329,7 +330,7 @@ print(inspect.getsource(receptive_field))
 # ### B.2 Measured by autograd
 #
 # "Can change its value" is a statement about a gradient: input pixel $x_m$ is in unit $y$'s receptive field when
-# $\partial y / \partial x_m \ne 0$ for some input. `course_lib.cnn.measured_receptive_field` backpropagates one output unit to the input
+# $\partial y / \partial x_m \ne 0$ for some input. `course_lib.topics.cnn.measured_receptive_field` backpropagates one output unit to the input
 # and records where the gradient is not zero; a ReLU that is off hides a path for one input, so it takes the union over
 # a few random inputs. A max-pool passes the gradient to one pixel of each window only, so through a few of them the
 # gradient of one input reaches a handful of pixels; to measure a geometry we use **average** pooling, which has the same
@@ -545,7 +546,7 @@ def draw_erf(axes, depth, kind, log_scale):
     axes[1].legend(fontsize=8)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_erf, ncols=2, figsize=(10, 4),
     depth=ipywidgets.SelectionSlider(options=depths, value=8, description="depth"),
     kind=ipywidgets.Dropdown(options=["averaging", "random, linear", "random + ReLU"], value="random + ReLU",
@@ -616,7 +617,7 @@ print(f"train {tuple(x_train.shape)}, test {tuple(x_test.shape)}, pixel range [{
       f"classes: {', '.join(FASHION_CLASSES)}")
 examples = torch.stack([x_train[y_train == c][:6] for c in range(10)], dim=1)  # (6, 10, 1, 28, 28): row r, class c
 fig, ax = plt.subplots(figsize=(9, 5.8))
-course_lib.plotting.image_grid(examples.reshape(60, 1, 28, 28), nrow=6, ax=ax)
+course_lib.core.plotting.image_grid(examples.reshape(60, 1, 28, 28), nrow=6, ax=ax)
 ax.set_title("columns: " + " | ".join(FASHION_CLASSES), fontsize=8)
 plt.show()
 
@@ -653,7 +654,7 @@ for name, t, field in trace:
     print(f"{name:28s} {str(tuple(t.shape)):18s} {field}")
 
 # %% [markdown]
-# The same network is `course_lib.cnn.SmallCNN`. Copy our weights into it and compare the logits and every stage's
+# The same network is `course_lib.topics.cnn.SmallCNN`. Copy our weights into it and compare the logits and every stage's
 # activation map on the same batch:
 
 # %%
@@ -667,21 +668,21 @@ with torch.no_grad():
     assert torch.allclose(lib_logits, logits, atol=1e-5)
     for name, mine in [("conv1", a1), ("conv2", a2), ("conv3", a3)]:
         assert torch.allclose(lib_activations[name], mine, atol=1e-5)
-print("step-by-step model == course_lib.cnn.SmallCNN (logits and the three activation maps)")
+print("step-by-step model == course_lib.topics.cnn.SmallCNN (logits and the three activation maps)")
 print(f"parameters: {sum(p.numel() for p in library_model.parameters()):,}; "
       f"layer_specs(SmallCNN) = {[tuple(spec) for spec in layer_specs(library_model)]}")
 
 # %% [markdown]
 # ### C.3 Training
 #
-# `course_lib.recipes.cnn_fashion` made the shipped checkpoint. Its settings per profile, then the same training here with
+# `course_lib.zoo.cnn_fashion` made the shipped checkpoint. Its settings per profile, then the same training here with
 # the active profile's: Adam with a warm-up and a cosine decay, cross entropy, and the cheapest augmentation, a random
 # left-right flip of half the images (`random_crop_flip`, which can also crop at random from the image padded by a few
 # pixels; on this short schedule the crops slowed the fit more than they helped, see the docstring; section E shows more).
 
 # %%
-print(inspect.getsource(course_lib.recipes.cnn_fashion_settings))
-cfg = course_lib.recipes.cnn_fashion_settings()
+print(inspect.getsource(course_lib.zoo.cnn_fashion.settings))
+cfg = course_lib.zoo.settings("cnn_fashion")
 print(cfg)
 
 # %%
@@ -705,7 +706,7 @@ print(f"after {cfg.steps} steps ({cfg.steps * cfg.batch_size / cfg.n_train:.1f} 
 assert own_accuracy >= cfg.min_test_accuracy
 
 fig, ax = plt.subplots(figsize=(6, 3.2))
-course_lib.plotting.plot_losses(history, smooth=10, ax=ax, title="cross entropy (nats), 10-step mean")
+course_lib.core.plotting.plot_losses(history, smooth=10, ax=ax, title="cross entropy (nats), 10-step mean")
 plt.show()
 
 # %% [markdown]
@@ -715,8 +716,8 @@ plt.show()
 # Its accuracy on the whole test set is in the manifest; we measure it again here (on a part of the test set under `ci`).
 
 # %%
-cnn = course_lib.recipes.load_shipped("cnn_fashion", DEVICE)
-entry = course_lib.checkpointing.read_manifest()["cnn_fashion"]
+cnn = course_lib.zoo.load_shipped("cnn_fashion", DEVICE)
+entry = course_lib.core.checkpointing.read_manifest()["cnn_fashion"]
 print("manifest metrics:", entry["metrics"], "| recipe:", {k: entry["recipe"][k] for k in ("profile", "steps", "batch_size")},
       f"| {entry['parameters']:,} parameters, {entry['size_bytes'] / 1e6:.2f} MB")
 with torch.no_grad():
@@ -769,7 +770,7 @@ fig, axes = plt.subplots(1, 2, figsize=(11, 3), width_ratios=[1, 1.6], layout="c
 axes[0].imshow(canvas, cmap=colormap, vmin=-1, vmax=1)
 axes[0].set_title("conv1 filters of the shipped model", fontsize=9)
 axes[0].axis("off")
-course_lib.plotting.image_grid(responses / responses.max(), nrow=2, ax=axes[1], cmap="viridis")
+course_lib.core.plotting.image_grid(responses / responses.max(), nrow=2, ax=axes[1], cmap="viridis")
 axes[1].set_title("responses of filters 0-7 (the top row on the left) to test image 0", fontsize=9)
 plt.show()
 
@@ -809,7 +810,7 @@ def draw_activations(axes, image_index, layer, channel):
     axes[1].imshow(stage[channel], cmap="viridis", vmin=0, vmax=top)
     axes[1].set_title(f"{layer}, channel {channel} ({stage.shape[1]}x{stage.shape[2]})", fontsize=9)
     ncol = 16 if len(stage) >= 64 else 8
-    course_lib.plotting.image_grid(stage[:, None] / top, nrow=len(stage) // ncol, ax=axes[2], cmap="viridis")
+    course_lib.core.plotting.image_grid(stage[:, None] / top, nrow=len(stage) // ncol, ax=axes[2], cmap="viridis")
     h, w = stage.shape[1:]
     r, c = divmod(channel, ncol)
     axes[2].add_patch(plt.Rectangle((c * (w + 1) - 0.5, r * (h + 1) - 0.5), w, h, fill=False, color="red", lw=1.5))
@@ -818,7 +819,7 @@ def draw_activations(axes, image_index, layer, channel):
         ax.axis("off")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_activations, ncols=3, figsize=(13, 4.2),
     image_index=ipywidgets.IntSlider(value=0, min=0, max=199, description="test image"),
     layer=ipywidgets.Dropdown(options=list(SmallCNN.LAYERS), value="conv1", description="stage"),
@@ -869,11 +870,11 @@ plt.show()
 # $$
 #
 # so $\lvert w_m \rvert$ says how much a small change of pixel $m$ moves the score. The **saliency map** is $M_{ij} = \max_{\text{channel}} \lvert w_{\text{channel}, i, j} \rvert$
-# (`course_lib.cnn.saliency`; one channel here). Two checks in float64: the gradient against central finite differences
+# (`course_lib.topics.cnn.saliency`; one channel here). Two checks in float64: the gradient against central finite differences
 # for a few pixels of the garment, and the Taylor expansion for a small random change of the image.
 
 # %%
-cnn64 = course_lib.recipes.load_shipped("cnn_fashion").double()  # a float64 copy for finite differences
+cnn64 = course_lib.zoo.load_shipped("cnn_fashion").double()  # a float64 copy for finite differences
 x0 = x_test[:1].double()  # (1, 1, 28, 28)
 target = y_test[0].item()
 x_var = x0.clone().requires_grad_(True)
@@ -942,7 +943,7 @@ fig, axes = plt.subplots(3, 1, figsize=(9, 4.2), layout="constrained")
 for ax, images, title in [(axes[0], x_sample.cpu(), "test images"),
                           (axes[1], saliency_trained / saliency_trained.amax(dim=(1, 2), keepdim=True), "saliency, trained model"),
                           (axes[2], saliency_random / saliency_random.amax(dim=(1, 2), keepdim=True), "saliency, untrained model")]:
-    course_lib.plotting.image_grid(images, nrow=1, ax=ax, cmap="gray" if ax is axes[0] else "hot")
+    course_lib.core.plotting.image_grid(images, nrow=1, ax=ax, cmap="gray" if ax is axes[0] else "hot")
     ax.set_title(title, fontsize=9)
 plt.show()
 
@@ -1026,7 +1027,7 @@ print(f"conv3: alpha = W_c / {Z}, map = relu(CAM) / {Z}, and the map before the 
 def draw_cams(ax_row, images, targets, layer="conv3", titles=None):
     heatmaps, _ = grad_cam(cnn, images.to(DEVICE), targets.to(DEVICE), layer)
     for k, ax in enumerate(ax_row):
-        course_lib.plotting.overlay_heatmap(images[k].cpu(), heatmaps[k].cpu(), ax=ax, alpha=0.45)
+        course_lib.core.plotting.overlay_heatmap(images[k].cpu(), heatmaps[k].cpu(), ax=ax, alpha=0.45)
         if titles is not None:
             ax.set_title(titles[k], fontsize=7)
 
@@ -1058,7 +1059,7 @@ def draw_explanations(axes, image_index, class_name, layer):
     axes[1].imshow(saliency(cnn, x_one, c)[0].cpu(), cmap="hot")
     axes[1].set_title(f"saliency |d y_c / dx|, c = {class_name}", fontsize=9)
     axes[1].axis("off")
-    course_lib.plotting.overlay_heatmap(x_one[0].cpu(), heatmap_one[0].cpu(), ax=axes[2], alpha=0.45)
+    course_lib.core.plotting.overlay_heatmap(x_one[0].cpu(), heatmap_one[0].cpu(), ax=axes[2], alpha=0.45)
     top_channels = weights_one[0].abs().argsort(descending=True)[:3].tolist()
     axes[2].set_title(f"Grad-CAM at {layer} ({tuple(heatmap_one.shape[1:])}),\nlargest |alpha| in channels {top_channels}",
                       fontsize=9)
@@ -1069,7 +1070,7 @@ def draw_explanations(axes, image_index, class_name, layer):
     axes[3].invert_yaxis()
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_explanations, ncols=4, figsize=(14, 3.6),
     image_index=ipywidgets.IntSlider(value=int(wrong[0]), min=0, max=n_eval - 1, description="test image"),
     class_name=ipywidgets.Dropdown(options=list(FASHION_CLASSES), value=FASHION_CLASSES[int(test_pred[wrong[0]])],
@@ -1085,14 +1086,14 @@ course_lib.widgets.interactive_figure(
 # Augmentation trains on transformed copies of the training images that keep the label: it widens the part of the
 # image distribution the model has seen. Which transforms keep the label depends on the data: a left-right flip keeps
 # a shirt a shirt, but would turn some digits into non-digits; a large rotation turns a 6 into a 9. The geometric
-# transforms below are `course_lib.cnn.affine_transform` (one `F.affine_grid` plus `F.grid_sample`), the others one line
+# transforms below are `course_lib.topics.cnn.affine_transform` (one `F.affine_grid` plus `F.grid_sample`), the others one line
 # of tensor arithmetic each.
 
 # %%
 generator = seed_everything(5)
 one = x_test[0:1]  # (1, 1, 28, 28) an ankle boot
-affine = course_lib.cnn.affine_transform
-ops = course_lib.cnn.RAND_AUGMENT_OPS
+affine = course_lib.topics.cnn.affine_transform
+ops = course_lib.topics.cnn.RAND_AUGMENT_OPS
 erased = one.clone()
 erased[..., 6:16, 10:20] = 0.0  # random erasing / cutout, here at a fixed place
 gallery = {
@@ -1103,7 +1104,7 @@ gallery = {
     "posterize 2 bits": torch.floor(one * 4) / 4, "erasing": erased,
     "gaussian noise 0.1": (one + 0.1 * torch.randn(one.shape, generator=generator)).clamp(0, 1),
     "sharpness +": ops["sharpness"](one, 1.0), "autocontrast": ops["autocontrast"](0.5 * one + 0.2, 0),
-    "RandAugment N=2, M=15": course_lib.cnn.rand_augment(one, 2, 15, generator=generator),
+    "RandAugment N=2, M=15": course_lib.topics.cnn.rand_augment(one, 2, 15, generator=generator),
 }
 fig, axes = plt.subplots(2, 8, figsize=(12, 3.6), layout="constrained")
 for ax, (name, img) in zip(axes.flat, gallery.items()):
@@ -1126,12 +1127,12 @@ assert torch.allclose(affine(one, angle=90), torch.rot90(one, 1, dims=(2, 3)), a
 # > For reference, torchvision's defaults are `RandAugment(num_ops=2, magnitude=9, num_magnitude_bins=31)`.
 
 # %%
-print(inspect.getsource(course_lib.cnn.rand_augment))
+print(inspect.getsource(course_lib.topics.cnn.rand_augment))
 fig, axes = plt.subplots(3, 5, figsize=(8, 5), layout="constrained")
 for row, n_ops in enumerate((1, 2, 3)):
     for col, magnitude in enumerate((0, 5, 10, 20, 30)):
         ax = axes[row, col]
-        ax.imshow(course_lib.cnn.rand_augment(x_test[1:2], n_ops, magnitude, generator=generator)[0, 0], cmap="gray",
+        ax.imshow(course_lib.topics.cnn.rand_augment(x_test[1:2], n_ops, magnitude, generator=generator)[0, 0], cmap="gray",
                   vmin=0, vmax=1)
         ax.set_title(f"N={n_ops}, M={magnitude}", fontsize=8)
         ax.axis("off")
@@ -1157,7 +1158,7 @@ plt.show()
 #
 # which is why implementations either build $\tilde y$ or mix the two losses: the same number. Checks: the Beta draws
 # against the Beta distribution function (the Kolmogorov-Smirnov distance $D = \max_\lambda \lvert F_{\text{empirical}}(\lambda) - F(\lambda) \rvert$, which for
-# $n$ true draws exceeds $1.63/\sqrt{n}$ with probability 1%), the linearity with `course_lib.losses.cross_entropy`
+# $n$ true draws exceeds $1.63/\sqrt{n}$ with probability 1%), the linearity with `course_lib.topics.losses.cross_entropy`
 # (chapter 01's, which takes probability targets), and that the label weight equals the image weight actually used.
 # For the last, mix two **constant** images, $x_a = 0$ and $x_b = 1$: every pixel of $\tilde x$ is then $1 - \lambda$, the image weight
 # read off the pixels.
@@ -1206,7 +1207,7 @@ print("MixUp: the label weight of the partner equals its weight in the pixels, f
 # To get a box of area about $(1 - \lambda_0) H W$ for a drawn $\lambda_0 \sim \operatorname{Uniform}(0, 1)$ (that is, $\operatorname{Beta}(1, 1)$), the paper takes sides
 # $r_h = H\sqrt{1 - \lambda_0}$ and $r_w = W\sqrt{1 - \lambda_0}$ (so $r_h r_w = (1 - \lambda_0) H W$) and a centre uniform over the image. A box near the border is
 # **clipped**, and rounding to whole pixels changes the area too; so $\lambda$ is recomputed from the box that was actually
-# pasted. `course_lib.cnn.cutmix_box` draws the box, `course_lib.cnn.cutmix` pastes it and returns the $\lambda$ of the pixels.
+# pasted. `course_lib.topics.cnn.cutmix_box` draws the box, `course_lib.topics.cnn.cutmix` pastes it and returns the $\lambda$ of the pixels.
 
 # %%
 generator = seed_everything(7)
@@ -1268,7 +1269,7 @@ def draw_mixing(axes, image_a, image_b, mix_lambda, cut_lambda, centre_row, cent
         ax.legend(fontsize=7, loc="lower right")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_mixing, ncols=4, figsize=(14, 3.4),
     image_a=ipywidgets.IntSlider(value=0, min=0, max=199, description="image a"),
     image_b=ipywidgets.IntSlider(value=2, min=0, max=199, description="image b"),
@@ -1298,13 +1299,13 @@ def my_conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
 # %%
 layer_grid = torch.tensor([(n, k, s, p, d) for n in (7, 28, 32, 224) for k in (1, 3, 5, 7) for s in (1, 2, 4)
                            for p in (0, 1, 3) for d in (1, 2) if n + 2 * p >= d * (k - 1) + 1])  # (M, 5) layers
-course_lib.check.check_function(
+course_lib.core.check.check_function(
     lambda grid: torch.tensor([my_conv_output_size(*layer) for layer in grid.tolist()]),
     lambda grid: torch.tensor([conv_output_size(*layer) for layer in grid.tolist()]), [layer_grid],
     name="my_conv_output_size")
 
 # %%
-course_lib.check.show_solution(course_lib.cnn.conv_output_size)
+course_lib.core.check.show_solution(course_lib.topics.cnn.conv_output_size)
 
 # %% [markdown]
 # **Exercise 2: the receptive field.** Write `my_receptive_field(layers)` for a list of `(kernel, stride)` pairs, returning the list of
@@ -1322,13 +1323,13 @@ def my_receptive_field(layers):
 # %%
 chains = [[(3, 1)] * 3, [(5, 1), (2, 2), (5, 1), (2, 2), (5, 1)], [(11, 4), (3, 2), (5, 1), (3, 2), (3, 1)],
           [(7, 2), (3, 2)] + [(3, 1)] * 4 + [(3, 2), (3, 1)]]
-course_lib.check.check_function(
+course_lib.core.check.check_function(
     lambda chain: torch.tensor(my_receptive_field(chain)),
     lambda chain: torch.tensor([(field.r, field.j) for field in receptive_field(chain)]), [(chain,) for chain in chains],
     name="my_receptive_field")
 
 # %%
-course_lib.check.show_solution(course_lib.cnn.receptive_field)
+course_lib.core.check.show_solution(course_lib.topics.cnn.receptive_field)
 
 # %% [markdown]
 # **Exercise 3: Grad-CAM from maps and gradients.** Given a layer's maps $A$ and the gradients $\partial y^c / \partial A$, both $(N, K, h, w)$, return the
@@ -1344,13 +1345,13 @@ def my_grad_cam_map(activations, gradients):
 generator = seed_everything(8)
 cam_inputs = [(torch.rand(3, 8, 7, 7, generator=generator), torch.randn(3, 8, 7, 7, generator=generator)),
               (torch.rand(1, 4, 14, 14, generator=generator), torch.randn(1, 4, 14, 14, generator=generator))]
-course_lib.check.check_function(lambda a, g: my_grad_cam_map(a, g)[1], lambda a, g: grad_cam_map(a, g)[1], cam_inputs,
+course_lib.core.check.check_function(lambda a, g: my_grad_cam_map(a, g)[1], lambda a, g: grad_cam_map(a, g)[1], cam_inputs,
                                 name="my_grad_cam_map weights")
-course_lib.check.check_function(lambda a, g: my_grad_cam_map(a, g)[0], lambda a, g: grad_cam_map(a, g)[0], cam_inputs,
+course_lib.core.check.check_function(lambda a, g: my_grad_cam_map(a, g)[0], lambda a, g: grad_cam_map(a, g)[0], cam_inputs,
                                 name="my_grad_cam_map heatmap")
 
 # %%
-course_lib.check.show_solution(course_lib.cnn.grad_cam_map)
+course_lib.core.check.show_solution(course_lib.topics.cnn.grad_cam_map)
 
 # %% [markdown]
 # **Exercise 4: CutMix with the right label.** Given images $x$ $(N, C, H, W)$, class indices $y$ $(N,)$, a `Box` and a permutation, paste
@@ -1369,15 +1370,15 @@ def my_cutmix(x, y, box, perm):
 # %%
 cut_inputs = [(x_test[:6], y_test[:6], cutmix_box(28, 28, 0.6, center=(3, 25)), torch.tensor([5, 4, 3, 2, 1, 0])),
               (x_test[:4], y_test[:4], cutmix_box(28, 28, 0.3, center=(14, 14)), torch.tensor([1, 2, 3, 0]))]
-course_lib.check.check_function(lambda *args: my_cutmix(*args)[0],
+course_lib.core.check.check_function(lambda *args: my_cutmix(*args)[0],
                                 lambda x, y, box, perm: cutmix(x, y, box, perm, num_classes=10)[0], cut_inputs,
                                 name="my_cutmix images")
-course_lib.check.check_function(lambda *args: my_cutmix(*args)[1],
+course_lib.core.check.check_function(lambda *args: my_cutmix(*args)[1],
                                 lambda x, y, box, perm: cutmix(x, y, box, perm, num_classes=10)[1], cut_inputs,
                                 name="my_cutmix soft labels")
 
 # %%
-course_lib.check.show_solution(course_lib.cnn.cutmix)
+course_lib.core.check.show_solution(course_lib.topics.cnn.cutmix)
 
 # %% [markdown]
 # **Exercise 5 (longer, for the `cpu` profile): train with CutMix.** Copy the training cell of C.3 and replace the loss

@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert)
 #         measured: '2026-11-23'
 #         seconds: 547
-#         source: the chapter's table before course_lib.timing, commit 95f6c4e (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit 95f6c4e (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed
 #         seconds: null
@@ -81,21 +81,21 @@ import torch.nn.functional as F
 from torch import nn
 
 import course_lib
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.cvt
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.vit
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.cvt
+import course_lib.topics.vit
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.cvt import ConvAttention, ConvEmbedding, CvT, conv_output_size
-from course_lib.cnn import classification_loss, random_crop_flip
+from course_lib.core.train import accuracy, fit, minibatches, warmup_cosine
 from course_lib.data import FASHION_CLASSES, load_fashion_mnist, load_mnist
-from course_lib.metrics import MnistClassifier
-from course_lib.train import accuracy, fit, minibatches, warmup_cosine
-from course_lib.vit import (MultiHeadAttention, ViT, attention_rollout, measured_multiply_adds, parameter_count,
-                            patchify, scaled_dot_product_attention, temper_attention, unpatchify)
+from course_lib.eval.fid import MnistClassifier
+from course_lib.topics.cnn import classification_loss, random_crop_flip
+from course_lib.topics.cvt import ConvAttention, ConvEmbedding, CvT, conv_output_size
+from course_lib.topics.vit import (MultiHeadAttention, ViT, attention_rollout, measured_multiply_adds, parameter_count,
+                                   patchify, scaled_dot_product_attention, temper_attention, unpatchify)
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -138,7 +138,7 @@ unfolded = F.unfold(images, kernel_size=P, stride=P).transpose(1, 2)  # torch's 
 assert torch.equal(my_patches, unfolded)
 round_trip = unpatchify(my_patches, P, C, H, W)
 assert torch.equal(round_trip, images)  # exactly: patchify only moves numbers around
-print("patchify == course_lib.vit.patchify == F.unfold; unpatchify(patchify(x)) == x exactly")
+print("patchify == course_lib.topics.vit.patchify == F.unfold; unpatchify(patchify(x)) == x exactly")
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), width_ratios=[1, 1.5, 1.1])
@@ -149,7 +149,7 @@ for i in range(1, 7):
 for n in range(49):
     axes[0].text((n % 7) * P + 1.5, (n // 7) * P + 1.5, str(n), color="C1", fontsize=6, ha="center", va="center")
 axes[0].set(xticks=[], yticks=[], title="a digit cut into 7 x 7 patches")
-course_lib.plotting.image_grid(my_patches[0].reshape(49, 1, P, P), nrow=4, ax=axes[1])
+course_lib.core.plotting.image_grid(my_patches[0].reshape(49, 1, P, P), nrow=4, ax=axes[1])
 axes[1].set_title("the same 49 patches as a sequence (read row by row)", fontsize=10)
 axes[2].imshow(my_patches[0], cmap="gray", aspect="auto")
 axes[2].set(xlabel="pixel in the patch (16)", ylabel="token n", title="x_p: a (49, 16) matrix")
@@ -284,7 +284,7 @@ assert stats[False][-1, 0] > 0.9 and stats[True][-1, 0] < 0.5  # unscaled rows a
 #
 # Four lines, for any leading batch dimensions. A boolean `mask` (True where a query may look) sets the other logits to
 # $-\infty$, so their weights are exactly 0. `torch.nn.functional.scaled_dot_product_attention` computes the same output
-# (with fused kernels on a GPU) but does not return the weights, which we want for pictures; `course_lib.vit`'s version
+# (with fused kernels on a GPU) but does not return the weights, which we want for pictures; `course_lib.topics.vit`'s version
 # returns both.
 
 # %%
@@ -366,7 +366,7 @@ assert torch.allclose(my_msa, library_out, atol=1e-6) and torch.allclose(head_we
 assert torch.allclose(my_msa, torch_out, atol=1e-5) and torch.allclose(head_weights, torch_weights, atol=1e-6)
 n_msa = sum(p.numel() for p in library_msa.parameters())
 assert n_msa == 4 * D**2 + 4 * D
-print(f"ours == course_lib.vit.MultiHeadAttention == torch.nn.MultiheadAttention; parameters {n_msa:,} = 4D^2 + 4D")
+print(f"ours == course_lib.topics.vit.MultiHeadAttention == torch.nn.MultiheadAttention; parameters {n_msa:,} = 4D^2 + 4D")
 
 # %% [markdown]
 # ---
@@ -396,7 +396,7 @@ print(f"ours == course_lib.vit.MultiHeadAttention == torch.nn.MultiheadAttention
 # - **Pre-norm blocks:** LayerNorm before each sub-layer, the residual path untouched; the MLP is
 #   $\operatorname{Linear}(D, M) \to \operatorname{GELU} \to \operatorname{Linear}(M, D)$.
 # - **Position embeddings** $E_\text{pos}$: one learned vector per position, added. Why they are needed is D.2.
-# - `course_lib.vit.ViT` applies the final LayerNorm to every token, not only to $z_L^0$ (chapters 05 and 13 use the patch
+# - `course_lib.topics.vit.ViT` applies the final LayerNorm to every token, not only to $z_L^0$ (chapters 05 and 13 use the patch
 #   tokens); LayerNorm acts on each token separately, so the [CLS] output is the same.
 #
 # > **Common confusion:** the ViT section of the survey post in this course's sources writes $z_0 = [x_p^1 E; \dots; x_p^N E] + E_\text{pos}$,
@@ -449,7 +449,7 @@ assert without_pos < 1e-4 < with_pos
 #
 # The tiny ViT of this chapter: $28 \times 28$ digits, $P = 4$ (49 patches), $D = 64$, $L = 4$ blocks of $h = 4$ heads ($D_h = 16$), MLP
 # width $M = 128$, 10 classes. We build it from bare layers, run one batch through it printing every shape, then copy the
-# weights into `course_lib.vit.ViT` and compare.
+# weights into `course_lib.topics.vit.ViT` and compare.
 
 # %%
 generator = seed_everything(5)
@@ -519,7 +519,7 @@ with torch.no_grad():
     library_logits, library_attentions = library_vit(images, return_attention=True)
 assert torch.allclose(my_logits, library_logits, atol=1e-5)
 assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(my_attentions, library_attentions))
-print("step-by-step ViT == course_lib.vit.ViT: logits and all 4 x 4 attention maps")
+print("step-by-step ViT == course_lib.topics.vit.ViT: logits and all 4 x 4 attention maps")
 
 # %% [markdown]
 # ### D.4 Counting the parameters
@@ -532,7 +532,7 @@ print("step-by-step ViT == course_lib.vit.ViT: logits and all 4 x 4 attention ma
 # + \underbrace{2D}_{\text{final LN}} + \underbrace{(D + 1) K}_{\text{head}} .
 # $$
 #
-# `course_lib.vit.parameter_count` is this formula; the check counts the model's tensors. (Exercise 3 asks you to write it and
+# `course_lib.topics.vit.parameter_count` is this formula; the check counts the model's tensors. (Exercise 3 asks you to write it and
 # to get ViT-B/16's 86,567,656 from it.)
 
 # %%
@@ -552,14 +552,14 @@ assert n_parameters == by_formula == sum(pieces.values())
 # ---
 # ## E. Training the tiny ViT
 #
-# The recipe that made the shipped checkpoint, `course_lib.recipes.vit_mnist`: AdamW with weight decay, a linear warm-up
-# and a cosine decay of the learning rate (`course_lib.train.warmup_cosine`), cross entropy from logits, and (in the long
+# The recipe that made the shipped checkpoint, `course_lib.zoo.vit_mnist`: AdamW with weight decay, a linear warm-up
+# and a cosine decay of the learning rate (`course_lib.core.train.warmup_cosine`), cross entropy from logits, and (in the long
 # run) every training digit moved by a random shift of up to `max_shift` pixels, because a ViT has no built-in translation
 # invariance (section G.4 measures what that means). Its settings per profile:
 
 # %%
-print(inspect.getsource(course_lib.recipes.vit_mnist_settings))
-cfg = course_lib.recipes.vit_mnist_settings()
+print(inspect.getsource(course_lib.zoo.vit_mnist.settings))
+cfg = course_lib.zoo.settings("vit_mnist")
 print(cfg)
 
 # %% [markdown]
@@ -600,7 +600,7 @@ assert test_accuracy >= cfg.min_test_accuracy, f"below the recipe's floor {cfg.m
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.2))
-course_lib.plotting.plot_losses(history, smooth=max(1, cfg.steps // 50), ax=ax, labels=["train cross entropy"],
+course_lib.core.plotting.plot_losses(history, smooth=max(1, cfg.steps // 50), ax=ax, labels=["train cross entropy"],
                                 title=f"tiny ViT on MNIST ({profile()} profile)")
 ax2 = ax.twinx()
 ax2.plot([s for s, _ in history.evals], [e["test_acc"] for _, e in history.evals], "o-", color="C1",
@@ -637,7 +637,7 @@ if xf_train is not None:
           f"(chance 0.10)")
     with torch.no_grad():
         predicted = fashion_vit(xf_test[:8].to(DEVICE)).argmax(1).cpu()
-    course_lib.plotting.image_grid(xf_test[:8], nrow=1, figsize=(10, 2),
+    course_lib.core.plotting.image_grid(xf_test[:8], nrow=1, figsize=(10, 2),
                                    titles=[f"{FASHION_CLASSES[p]}\n(true: {FASHION_CLASSES[t]})"
                                            for p, t in zip(predicted, yf_test[:8])])
     plt.show()
@@ -655,8 +655,8 @@ if xf_train is not None:
 # The shipped checkpoint was trained by the same recipe under the `gpu` settings. Its test accuracy, measured now:
 
 # %%
-shipped = course_lib.recipes.load_shipped("vit_mnist", DEVICE)
-entry = course_lib.checkpointing.read_manifest()["vit_mnist"]
+shipped = course_lib.zoo.load_shipped("vit_mnist", DEVICE)
+entry = course_lib.core.checkpointing.read_manifest()["vit_mnist"]
 print("manifest metrics:", entry["metrics"])
 print("recipe          :", {k: entry["recipe"][k] for k in ("profile", "steps", "batch_size", "lr", "seed") if k in entry["recipe"]})
 shipped_accuracy = accuracy(shipped, x_eval, y_eval)
@@ -674,7 +674,7 @@ patch = shipped.patch_size
 # \operatorname{sim}(i, j) = \frac{\langle E_\text{pos}^{i}, E_\text{pos}^{j} \rangle}{\lVert E_\text{pos}^{i} \rVert\, \lVert E_\text{pos}^{j} \rVert},
 # $$
 #
-# and draw row $i$ as a $7 \times 7$ map at the place of patch $i$: a $7 \times 7$ grid of $7 \times 7$ maps (`course_lib.vit.position_similarity`). At
+# and draw row $i$ as a $7 \times 7$ map at the place of patch $i$: a $7 \times 7$ grid of $7 \times 7$ maps (`course_lib.topics.vit.position_similarity`). At
 # initialisation the embeddings are random vectors, nearly orthogonal in 64 dimensions, and only the diagonal lights up.
 # Trained, an interior position's embedding resembles its neighbours' (most of all the ones in its row), and the ring of border
 # positions, where MNIST digits almost never have ink, resembles the rest of the ring: the embeddings learned the 2-D layout, and
@@ -689,8 +689,8 @@ def similarity_mosaic(similarity, side):
     return padded.permute(0, 2, 1, 3).reshape(side * (side + 1), side * (side + 1))
 
 
-untrained_similarity = course_lib.vit.position_similarity(ViT(**cfg.model))
-trained_similarity = course_lib.vit.position_similarity(shipped).cpu()
+untrained_similarity = course_lib.topics.vit.position_similarity(ViT(**cfg.model))
+trained_similarity = course_lib.topics.vit.position_similarity(shipped).cpu()
 rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
 centres = torch.stack([rows.flatten(), cols.flatten()], 1).float()  # (49, 2) patch coordinates
 distance = torch.cdist(centres, centres)  # (49, 49) in patches
@@ -731,7 +731,7 @@ assert near > far + 0.3 and trained_similarity[same_row].mean() > trained_simila
 #
 # Run 16 test digits through the shipped model and keep every attention map: a list of 4 layers, each (images, heads, 50, 50).
 # For a query token (the [CLS] token, or a patch), its row of the attention matrix, reshaped to the $7 \times 7$ grid, says where
-# it read from. The widget is `course_lib.widgets.attention_explorer` (chapters 05 and 13 use it too): pick the image, the
+# it read from. The widget is `course_lib.topics.vit.attention_explorer` (chapters 05 and 13 use it too): pick the image, the
 # layer, the head (or their mean), the query token (0 is [CLS], $1 + 7r + c$ is the patch at row $r$, column $c$), attention
 # or rollout (F.3), and a softmax temperature (F.4).
 
@@ -743,7 +743,7 @@ show_attentions = [a.cpu() for a in show_attentions]  # 4 x (16, 4, 50, 50)
 predictions = show_logits.argmax(1).cpu()
 print(len(show_attentions), "layers of", tuple(show_attentions[0].shape))
 titles = [f"a {y}, predicted {p}" for y, p in zip(y_show.tolist(), predictions.tolist())]
-course_lib.widgets.attention_explorer(x_show, show_attentions, patch_size=patch, prefix_tokens=1, titles=titles,
+course_lib.topics.vit.attention_explorer(x_show, show_attentions, patch_size=patch, prefix_tokens=1, titles=titles,
                                       image=0, layer=3, query=0)
 
 # %% [markdown]
@@ -768,7 +768,7 @@ print(f"patches with ink: {ink.float().mean():.2f} of all; [CLS] attention on th
       + ", ".join(f"{share:.2f}" for share in ink_share))
 assert min(ink_share[1:]) > 2 * ink.float().mean()
 
-attention_distance = course_lib.vit.mean_attention_distance(many_attentions, (grid, grid), patch_size=patch)  # (L, h)
+attention_distance = course_lib.topics.vit.mean_attention_distance(many_attentions, (grid, grid), patch_size=patch)  # (L, h)
 uniform_distance = (distance * patch).mean().item()
 fig, ax = plt.subplots(figsize=(6, 3.4))
 for layer_index, per_head in enumerate(attention_distance):
@@ -800,7 +800,7 @@ print(np.round(attention_distance.numpy(), 1))
 # and read row 0 of $R$ (the [CLS] output) over the patch columns. Each $\tilde A_\ell$ is **row-stochastic** (non-negative, rows sum to 1: the
 # rows of $\bar A_\ell$ and of $I$ do), and so is a product of them: if $S \mathbf{1} = \mathbf{1}$ and $R \mathbf{1} = \mathbf{1}$ then
 # $(R S)\mathbf{1} = R (S \mathbf{1}) = R \mathbf{1} = \mathbf{1}$. Row $i$ of $R$ is a distribution over the input tokens. Written out, and checked against
-# `course_lib.vit.attention_rollout`:
+# `course_lib.topics.vit.attention_rollout`:
 
 # %%
 def my_rollout(attentions):
@@ -817,7 +817,7 @@ assert torch.allclose(rollout, attention_rollout(show_attentions), atol=1e-6)
 assert torch.allclose(rollout.sum(-1), torch.ones(16, 50), atol=1e-5) and (rollout >= 0).all()
 identity_layers = [torch.eye(50).expand(16, 4, 50, 50)] * 4  # attention that only looks at itself
 assert torch.allclose(attention_rollout(identity_layers), torch.eye(50).expand(16, 50, 50))
-print("rollout == course_lib.vit.attention_rollout; rows are distributions; identity attention rolls out to I")
+print("rollout == course_lib.topics.vit.attention_rollout; rows are distributions; identity attention rolls out to I")
 
 fig, axes = plt.subplots(3, 8, figsize=(13, 5.4))
 for i in range(8):
@@ -825,8 +825,8 @@ for i in range(8):
     axes[0, i].set_title(titles[i], fontsize=8)
     axes[0, i].axis("off")
     last_cls = show_attentions[-1][i].mean(0)[0, 1:].reshape(grid, grid)  # layer 3, heads averaged, [CLS] row
-    course_lib.plotting.overlay_heatmap(x_show[i], last_cls, ax=axes[1, i])
-    course_lib.plotting.overlay_heatmap(x_show[i], rollout[i, 0, 1:].reshape(grid, grid), ax=axes[2, i])
+    course_lib.core.plotting.overlay_heatmap(x_show[i], last_cls, ax=axes[1, i])
+    course_lib.core.plotting.overlay_heatmap(x_show[i], rollout[i, 0, 1:].reshape(grid, grid), ax=axes[2, i])
 axes[1, 0].set_title("last layer, [CLS]", fontsize=8, loc="left")
 axes[2, 0].set_title("rollout, [CLS]", fontsize=8, loc="left")
 plt.show()
@@ -849,7 +849,7 @@ plt.show()
 # \operatorname{softmax}\Big(\frac{\log a}{T}\Big)_j = \frac{e^{(z_j - c)/T}}{\sum_m e^{(z_m - c)/T}} = \frac{e^{-c/T} e^{z_j / T}}{e^{-c/T} \sum_m e^{z_m / T}} = \operatorname{softmax}\Big(\frac{z}{T}\Big)_j .
 # $$
 #
-# Re-softmaxing the log-weights divided by $T$ is exactly scaling the logits by $1/T$ (`course_lib.vit.temper_attention`; the
+# Re-softmaxing the log-weights divided by $T$ is exactly scaling the logits by $1/T$ (`course_lib.topics.vit.temper_attention`; the
 # widget's T slider). Checked on the trained model's first layer, whose logits we recompute from its $U_{qkv}$:
 
 # %%
@@ -908,8 +908,8 @@ def stage_sides(size, stages):
     return sides
 
 
-for image_size, config in [(224, course_lib.cvt.CVT_13), (384, course_lib.cvt.CVT_13),
-                           (28, dict(channels=1, stages=course_lib.cvt.MNIST_STAGES))]:
+for image_size, config in [(224, course_lib.topics.cvt.CVT_13), (384, course_lib.topics.cvt.CVT_13),
+                           (28, dict(channels=1, stages=course_lib.topics.cvt.MNIST_STAGES))]:
     x_meta = torch.empty(1, config["channels"], image_size, image_size, device="meta")
     measured = []
     with torch.device("meta"):
@@ -923,7 +923,7 @@ for image_size, config in [(224, course_lib.cvt.CVT_13), (384, course_lib.cvt.CV
 # %% [markdown]
 # The MNIST CvT here has two stages: a $7 \times 7$ kernel with stride 2 and padding 3 ($28 \to 14$, 32 channels, 1 block), then $3 \times 3$,
 # stride 2, padding 1 ($14 \to 7$, 64 channels, 3 blocks with [CLS]). Stage 1's tokens overlap: each sees $7 \times 7$ pixels, and the next
-# token, 2 pixels along, shares 5 of its 7 columns. The embedding step by step, against `course_lib.cvt.ConvEmbedding`:
+# token, 2 pixels along, shares 5 of its 7 columns. The embedding step by step, against `course_lib.topics.cvt.ConvEmbedding`:
 
 # %%
 generator = seed_everything(6)
@@ -984,7 +984,7 @@ assert cvt_gap < 1e-5 < vit_gap
 # $$
 
 # %%
-full, separable = course_lib.cvt.full_vs_separable_parameters(384, 3)
+full, separable = course_lib.topics.cvt.full_vs_separable_parameters(384, 3)
 with torch.device("meta"):
     full_conv = nn.Conv2d(384, 384, 3, padding=1, bias=False)
     depthwise = nn.Conv2d(384, 384, 3, padding=1, groups=384, bias=False)
@@ -997,7 +997,7 @@ print(f"C = 384, 3x3: full conv {full:,} weights, depthwise + pointwise {separab
 # **Squeezed keys and values.** The depthwise conv for $k$ and $v$ uses stride 2: a $14 \times 14$ grid gives $7 \times 7$ keys, a $7 \times 7$ grid
 # gives $4 \times 4$. With $T$ queries and $T/4$ keys the two attention products cost $2 \cdot T \cdot \tfrac{T}{4} \cdot C$ multiply-adds instead of $2 T^2 C$, 4 times less.
 # The [CLS] token has no place on the grid: it is split off before the convolutions and concatenated to $q$, $k$ and $v$ after
-# them. Step by step, against `course_lib.cvt.ConvAttention` (BatchNorm in eval mode with non-trivial running statistics):
+# them. Step by step, against `course_lib.topics.cvt.ConvAttention` (BatchNorm in eval mode with non-trivial running statistics):
 
 # %%
 generator = seed_everything(7)
@@ -1052,7 +1052,7 @@ with torch.no_grad():
     q_b, k_b, v_b = library_attention.conv_qkv(changed_cls, grid2)
 assert torch.allclose(my_out, library_out, atol=1e-5) and torch.allclose(my_weights, library_weights, atol=1e-6)
 assert all(torch.equal(a[:, 1:], b[:, 1:]) for a, b in [(q_a, q_b), (k_a, k_b), (v_a, v_b)])
-print("ours == course_lib.cvt.ConvAttention; 50 queries attend to 17 keys; "
+print("ours == course_lib.topics.cvt.ConvAttention; 50 queries attend to 17 keys; "
       "changing [CLS] leaves every convolved token unchanged (it never enters a conv)")
 
 # %% [markdown]
@@ -1063,34 +1063,34 @@ print("ours == course_lib.cvt.ConvAttention; 50 queries attend to 17 keys; "
 # > overclaims: in the paper's table 4 ViT-H/16 is best on Pets (94.82 vs 94.73). And "attention looks at local neighbourhoods
 # > before going global" means, precisely: the depthwise convolution mixes each token with its $3 \times 3$ neighbours before $q$, $k$, $v$
 # > are formed. One more, for anyone loading the official weights: `microsoft/CvT` scales the logits by `dim_out ** -0.5`, the full
-# > width $D$, not $D_h$; `course_lib.cvt` follows the paper's $1/\sqrt{D_h}$.
+# > width $D$, not $D_h$; `course_lib.topics.cvt` follows the paper's $1/\sqrt{D_h}$.
 #
 # ### G.3 Counting multiply-adds, by hand and by torch
 #
 # For a ViT with $T = N + 1$ tokens each block costs $3TD^2$ ($U_{qkv}$) $+ 2T^2 D$ ($q k^\top$ and $A v$, all heads together) $+ TD^2$ ($U_{msa}$)
 # $+ 2TDM$ (MLP) multiply-adds; add $N P^2 C D$ for the patch embedding and $DK$ for the head. A CvT block with $T_q$ queries on an $h \times w$ grid
 # and $T_{kv}$ keys on the strided grid costs $9C(hw + 2h'w')$ (depthwise) $+ (T_q + 2T_{kv}) C^2 + 2 T_q T_{kv} C + T_q C^2 + 2 T_q C M$.
-# `course_lib.vit.multiply_adds` and `course_lib.cvt.multiply_adds` are these sums. `torch.utils.flop_counter.FlopCounterMode` measures the
+# `course_lib.topics.vit.multiply_adds` and `course_lib.topics.cvt.multiply_adds` are these sums. `torch.utils.flop_counter.FlopCounterMode` measures the
 # same thing from the operations that actually run (it counts 2 FLOPs per multiply-add and skips normalisations, softmax
 # and GELU, as we do). On the two tiny models, on ViT-B/16 and on CvT-13 (built on the `meta` device: no memory, no arithmetic):
 
 # %%
-cvt_model = CvT()  # course_lib.cvt.MNIST_STAGES, MLP ratio 2, like the tiny ViT
+cvt_model = CvT()  # course_lib.topics.cvt.MNIST_STAGES, MLP ratio 2, like the tiny ViT
 cnn_model = MnistClassifier()
 rows = []
 for name, model, size in [("tiny ViT (P = 4)", ViT(**cfg.model), 28), ("tiny CvT", cvt_model, 28)]:
-    analytic = (course_lib.vit.multiply_adds(model, size) if isinstance(model, ViT)
-                else course_lib.cvt.multiply_adds(model, size))
+    analytic = (course_lib.topics.vit.multiply_adds(model, size) if isinstance(model, ViT)
+                else course_lib.topics.cvt.multiply_adds(model, size))
     measured = measured_multiply_adds(model.eval(), torch.rand(1, 1, size, size))
     rows.append((name, sum(p.numel() for p in model.parameters()), analytic, measured))
 with torch.device("meta"):
     vit_b16 = ViT(image_size=224, patch_size=16, channels=3, dim=768, depth=12, heads=12, mlp_ratio=4.0, num_classes=1000)
-    cvt_13 = CvT(**course_lib.cvt.CVT_13)
-    cvt_13_unsqueezed = CvT(**course_lib.cvt.CVT_13, stride_kv=1)
+    cvt_13 = CvT(**course_lib.topics.cvt.CVT_13)
+    cvt_13_unsqueezed = CvT(**course_lib.topics.cvt.CVT_13, stride_kv=1)
     x_224 = torch.empty(1, 3, 224, 224)
     for name, model in [("ViT-B/16", vit_b16), ("CvT-13", cvt_13), ("CvT-13, k/v stride 1", cvt_13_unsqueezed)]:
-        analytic = (course_lib.vit.multiply_adds(model, 224) if isinstance(model, ViT)
-                    else course_lib.cvt.multiply_adds(model, 224))
+        analytic = (course_lib.topics.vit.multiply_adds(model, 224) if isinstance(model, ViT)
+                    else course_lib.topics.cvt.multiply_adds(model, 224))
         rows.append((name, sum(p.numel() for p in model.parameters()), analytic, measured_multiply_adds(model.eval(), x_224)))
 print(f"{'model':22s} {'parameters':>12s} {'multiply-adds (formula)':>24s} {'(FlopCounterMode / 2)':>22s}")
 for name, n_params, analytic, measured in rows:
@@ -1122,8 +1122,8 @@ cvt_parts = {"embedding": 196 * 32 * 49 + 49 * 64 * 32 * 9,
              "attention products": 1 * 2 * 196 * 49 * 32 + 3 * 2 * 50 * 17 * 64,
              "depthwise convs": 1 * 9 * 32 * (196 + 2 * 49) + 3 * 9 * 64 * (49 + 2 * 16),
              "MLP": 1 * 2 * 196 * 32 * 64 + 3 * 2 * 50 * 64 * 128, "head": 64 * 10}
-assert sum(vit_parts.values()) == course_lib.vit.multiply_adds(vit_small, 28)
-assert sum(cvt_parts.values()) == course_lib.cvt.multiply_adds(cvt_model, 28)
+assert sum(vit_parts.values()) == course_lib.topics.vit.multiply_adds(vit_small, 28)
+assert sum(cvt_parts.values()) == course_lib.topics.cvt.multiply_adds(cvt_model, 28)
 fig, ax = plt.subplots(figsize=(8, 3.4), layout="constrained")
 left = {"ViT": 0, "CvT": 0}
 for i, part in enumerate(vit_parts):
@@ -1139,7 +1139,7 @@ plt.show()
 #
 # Three models, the same 5,000 training digits, the same number of steps, batch size, optimiser (AdamW, warm-up and cosine) and
 # learning rate: the tiny ViT (139k parameters, 7.9M multiply-adds per image), the tiny CvT (137k, 7.8M, no position
-# embeddings) and the small CNN `course_lib.metrics.MnistClassifier` (the FID feature extractor of chapters 08-13), freshly
+# embeddings) and the small CNN `course_lib.eval.fid.MnistClassifier` (the FID feature extractor of chapters 08-13), freshly
 # initialised (421k parameters, most of them in one
 # dense layer; 4.2M multiply-adds). Test accuracy is measured on centred test digits and on the same digits shifted by 2 and 4
 # pixels (zeros coming in), a translation none of them saw in training. Under `ci` this is a handful of steps, a smoke test; the
@@ -1182,7 +1182,7 @@ for name, (history, acc) in results.items():
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
 for name, (history, acc) in results.items():
-    course_lib.plotting.plot_losses(history, smooth=max(1, compare_cfg.steps // 30), ax=axes[0], title="training loss")
+    course_lib.core.plotting.plot_losses(history, smooth=max(1, compare_cfg.steps // 30), ax=axes[0], title="training loss")
     axes[1].plot([0, 2, 4], [acc[s] for s in (0, 2, 4)], "o-", label=name)
 axes[0].legend(list(results))
 axes[1].set(xlabel="shift of the test digits (pixels)", ylabel="test accuracy", title="translation the models never saw",
@@ -1227,17 +1227,17 @@ def my_patchify(images, patch_size):
 
 # %%
 generator = seed_everything(8)
-course_lib.check.check_function(my_patchify, patchify,
+course_lib.core.check.check_function(my_patchify, patchify,
                                 [(torch.rand(2, 1, 28, 28, generator=generator), 4),
                                  (torch.rand(3, 3, 8, 12, generator=generator), 4),
                                  (torch.rand(1, 3, 32, 32, generator=generator), 16)])
 
 # %%
-course_lib.check.show_solution(course_lib.vit.patchify)
+course_lib.core.check.show_solution(course_lib.topics.vit.patchify)
 
 # %% [markdown]
 # **Exercise 2: scaled dot-product attention.** Write `my_sdpa(q, k, v)` returning the output *and* the weights, for any leading batch
-# dimensions. The check compares both with `course_lib.vit.scaled_dot_product_attention`. (Try a wrong scale, $1/d_k$ or none: the
+# dimensions. The check compares both with `course_lib.topics.vit.scaled_dot_product_attention`. (Try a wrong scale, $1/d_k$ or none: the
 # softmax turns a wrong factor on the logits into weights that no constant factor fixes, so the check reports where they differ.)
 
 # %% tags=["exercise"]
@@ -1250,13 +1250,13 @@ def my_sdpa(q, k, v):
 sdpa_inputs = [tuple(torch.randn(2, 4, n, 16, generator=generator) for n in (10, 10, 10)),
                (torch.randn(3, 7, 8, generator=generator), torch.randn(3, 5, 8, generator=generator),
                 torch.randn(3, 5, 4, generator=generator))]
-course_lib.check.check_function(lambda q, k, v: my_sdpa(q, k, v)[0], lambda q, k, v: scaled_dot_product_attention(q, k, v)[0],
+course_lib.core.check.check_function(lambda q, k, v: my_sdpa(q, k, v)[0], lambda q, k, v: scaled_dot_product_attention(q, k, v)[0],
                                 sdpa_inputs, name="my_sdpa output")
-course_lib.check.check_function(lambda q, k, v: my_sdpa(q, k, v)[1], lambda q, k, v: scaled_dot_product_attention(q, k, v)[1],
+course_lib.core.check.check_function(lambda q, k, v: my_sdpa(q, k, v)[1], lambda q, k, v: scaled_dot_product_attention(q, k, v)[1],
                                 sdpa_inputs, name="my_sdpa weights")
 
 # %%
-course_lib.check.show_solution(course_lib.vit.scaled_dot_product_attention)
+course_lib.core.check.show_solution(course_lib.topics.vit.scaled_dot_product_attention)
 
 # %% [markdown]
 # **Exercise 3: the parameter count, and ViT-B/16.** Write `my_vit_parameter_count(image_size, patch_size, channels, dim, depth, mlp_hidden,
@@ -1275,7 +1275,7 @@ def my_vit_parameter_count(image_size, patch_size, channels, dim, depth, mlp_hid
 # %%
 count_inputs = [(28, 4, 1, 64, 4, 128, 10), (224, 16, 3, 768, 12, 3072, 1000), (32, 4, 3, 256, 6, 512, 10),
                 (224, 14, 3, 1280, 32, 5120, 1000)]
-course_lib.check.check_function(lambda *args: torch.tensor(my_vit_parameter_count(*args)),
+course_lib.core.check.check_function(lambda *args: torch.tensor(my_vit_parameter_count(*args)),
                                 lambda *args: torch.tensor(parameter_count(*args)), count_inputs,
                                 name="my_vit_parameter_count", rtol=0, atol=0)
 vit_b16_count = my_vit_parameter_count(224, 16, 3, 768, 12, 3072, 1000)
@@ -1283,7 +1283,7 @@ assert vit_b16_count == 86_567_656 == sum(p.numel() for p in vit_b16.parameters(
 print(f"ViT-B/16: {vit_b16_count:,} parameters (formula) = {sum(p.numel() for p in vit_b16.parameters()):,} (the meta-device model)")
 
 # %%
-course_lib.check.show_solution(course_lib.vit.parameter_count)
+course_lib.core.check.show_solution(course_lib.topics.vit.parameter_count)
 
 # %% [markdown]
 # **Exercise 4: attention rollout.** Write `my_attention_rollout(stacked)` for attention maps stacked as (depth, B, heads, T, T): average the heads,
@@ -1300,11 +1300,11 @@ def my_attention_rollout(stacked):
 
 # %%
 random_maps = torch.softmax(3 * torch.randn(3, 2, 4, 10, 10, generator=generator), dim=-1)
-course_lib.check.check_function(my_attention_rollout, lambda stacked: attention_rollout(list(stacked)),
+course_lib.core.check.check_function(my_attention_rollout, lambda stacked: attention_rollout(list(stacked)),
                                 [torch.stack(show_attentions)[:, :4], random_maps], atol=1e-5)
 
 # %%
-course_lib.check.show_solution(course_lib.vit.attention_rollout)
+course_lib.core.check.show_solution(course_lib.topics.vit.attention_rollout)
 
 # %% [markdown]
 # ---

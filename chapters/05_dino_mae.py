@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 557
-#         source: the chapter's table before course_lib.timing, commit 95f6c4e (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit 95f6c4e (nbval/nbconvert)
 #       gpu:
 #         note: 'no GPU where the course was timed; the shipped recipes ran on 1 thread of the shared 2-core CPU under heavy load: DINO 32 min, MAE 27 min'
 #         seconds: null
@@ -51,7 +51,7 @@
 #
 # **Prerequisites.** Chapter 01 (softmax, cross entropy $H(p, q) = h(p) + \operatorname{KL}(p \,\Vert\, q)$, `detach`). Chapter 02 (the graph
 # Laplacian and Normalized Cut as $(D - W) y = \lambda D y$). Chapter 04 (patches, multi-head attention, the ViT and its
-# [CLS] token; `course_lib.vit`). Chapter 11 used an EMA of weights; here it becomes the teacher.
+# [CLS] token; `course_lib.topics.vit`). Chapter 11 used an EMA of weights; here it becomes the teacher.
 #
 # **Time.** A 90-minute study-group session: 25 min the objective (A), 10 min the collapse lab (B), 25 min the tiny DINO
 # and its attention (C), 10 min Normalized Cut on its features (D), 15 min MAE (E), 5 min discussion (G). The exercises (F)
@@ -85,25 +85,25 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import course_lib
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.dino
-import course_lib.mae
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.spectral
-import course_lib.train
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.train
+import course_lib.core.widgets
+import course_lib.topics.dino
+import course_lib.topics.mae
+import course_lib.topics.spectral
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
+from course_lib.core.train import EMA
 from course_lib.data import GaussianMixture2D, load_mnist, make_shapes
-from course_lib.train import EMA
-from course_lib.dino import (DINO, DINOHead, attention_report, centre_disc, centre_prior_iou, cls_attention,
-                             collapse_diagnostics, crop_and_resize, cross_entropy, dino_loss, entropy,
-                             evaluation_scenes, last_block_keys, mask_iou, mass_mask, multi_crop, patch_masks,
-                             similarity_quantile_tau, teacher_momentum, teacher_probabilities, tokencut_mask,
-                             update_center)
-from course_lib.mae import MAE, evaluate_mae, mae_loss, normalized_patches, random_masking, reconstruct
-from course_lib.vit import ViT, patchify, unpatchify
+from course_lib.topics.dino import (DINO, DINOHead, attention_report, centre_disc, centre_prior_iou, cls_attention,
+                                    collapse_diagnostics, crop_and_resize, cross_entropy, dino_loss, entropy,
+                                    evaluation_scenes, last_block_keys, mask_iou, mass_mask, multi_crop, patch_masks,
+                                    similarity_quantile_tau, teacher_momentum, teacher_probabilities, tokencut_mask,
+                                    update_center)
+from course_lib.topics.mae import MAE, evaluate_mae, mae_loss, normalized_patches, random_masking, reconstruct
+from course_lib.topics.vit import ViT, patchify, unpatchify
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -298,7 +298,7 @@ plt.show()
 #
 # averaged over the batch. With 2 global and 2 local crops there are $2 \times 3 = 6$ pairs. The paper writes the sum; the code divides
 # by the number of pairs (which only rescales the learning rate). A local crop sees a small part of the object and must agree with
-# the teacher's view of the whole image: "local-to-global" correspondence. Step by step, then against `course_lib.dino.dino_loss`:
+# the teacher's view of the whole image: "local-to-global" correspondence. Step by step, then against `course_lib.topics.dino.dino_loss`:
 
 # %%
 generator = seed_everything(2)
@@ -320,7 +320,7 @@ my_loss = torch.stack(terms).mean()
 for pair, term in zip(pairs, terms):
     print(f"{pair[0]} -> student {pair[1]:8s}: H = {term.item():.4f}")
 library_loss = dino_loss(student_views, teacher_views, center, tau_s, tau_t)
-print(f"{len(pairs)} pairs; mean {my_loss.item():.6f}; course_lib.dino.dino_loss {library_loss.item():.6f}")
+print(f"{len(pairs)} pairs; mean {my_loss.item():.6f}; course_lib.topics.dino.dino_loss {library_loss.item():.6f}")
 assert len(pairs) == 6 and torch.allclose(my_loss, library_loss)
 
 # %% [markdown]
@@ -334,7 +334,7 @@ assert len(pairs) == 6 and torch.allclose(my_loss, library_loss)
 # $$
 #
 # a cosine schedule from $\lambda_0$ (0.996 in the paper; 0.99 in our short runs) at step 0 to 1 at the last step $K_{\text{iter}}$, when the teacher
-# freezes. Chapter 11 uses the same update for its sampling weights, `course_lib.train.EMA`, with a warm-up of the rate; DINO sets the rate at every
+# freezes. Chapter 11 uses the same update for its sampling weights, `course_lib.core.train.EMA`, with a warm-up of the rate; DINO sets the rate at every
 # step (`ema.decay = teacher_momentum(k, K_iter, lambda_0)`). The teacher is an average of recent students, which the paper reads as
 # Polyak-Ruppert averaging, and it stays ahead of the student in k-NN accuracy throughout training. In the paper's ablation (k-NN
 # top-1 on ImageNet), using the student itself (or the previous iteration's student) as the teacher collapses to 0.1%; the previous
@@ -379,7 +379,7 @@ plt.show()
 # interpolated to that grid (chapter 04). Checked first: the full box is the identity, a quarter box is a slice.
 
 # %%
-scenes = make_shapes(8, seed=1, **course_lib.dino.shapes_settings())  # one object on a striped background, 32 x 32
+scenes = make_shapes(8, seed=1, **course_lib.topics.dino.shapes_settings())  # one object on a striped background, 32 x 32
 images = scenes["images"]  # (8, 3, 32, 32)
 full_box = torch.tensor([[0.0, 0.0, 32.0, 32.0]]).expand(8, 4)
 assert torch.allclose(crop_and_resize(images, full_box, 32), images, atol=1e-6)
@@ -414,13 +414,13 @@ plt.show()
 #
 # Everything of section A, on a toy that trains in seconds: the data are 2-D points from a ring of 8 Gaussians; a view is the point
 # plus Gaussian noise of standard deviation 1 (two views of the same point can land nearer to a neighbouring mode); the backbone is a
-# small MLP and the head is the real one (`course_lib.dino.DINOHead`, $K = 64$). We train it three times, 200 steps each:
+# small MLP and the head is the real one (`course_lib.topics.dino.DINOHead`, $K = 64$). We train it three times, 200 steps each:
 #
 # - **centring and sharpening** ($\tau_t = 0.04$, centre subtracted): DINO;
 # - **centring only** ($\tau_t = \tau_s = 0.1$: the target is no sharper than the student);
 # - **sharpening only** ($\tau_t = 0.04$, $c = 0$).
 #
-# and record three numbers per step (`course_lib.dino.collapse_diagnostics`): the mean target entropy $h(P_t)$; the entropy of the
+# and record three numbers per step (`course_lib.topics.dino.collapse_diagnostics`): the mean target entropy $h(P_t)$; the entropy of the
 # **batch-mean** target $\bar P_t = \frac{1}{B}\sum_b P_t(x_b)$, which is near $\ln K$ when different images use different outputs and near 0 when all
 # images use the same one; and $\operatorname{KL}(P_t \,\Vert\, P_s)$, the part of the loss the student can still reduce. The loop is Algorithm 1 of the
 # paper, written out.
@@ -492,25 +492,25 @@ plt.show()
 #
 # `course_lib.data.make_shapes` draws scenes with their object masks, so we can score attention maps without labelling anything:
 # one circle, square or triangle (radius 4-8 pixels) on a $32 \times 32$ background of soft stripes with noise
-# (`course_lib.dino.shapes_settings()`). Training draws fresh scenes for every batch; the scoring uses 200 fixed held-out scenes
+# (`course_lib.topics.dino.shapes_settings()`). Training draws fresh scenes for every batch; the scoring uses 200 fixed held-out scenes
 # (`evaluation_scenes`). DINO never sees a mask or a label: the masks below are only for scoring.
 
 # %%
-print(course_lib.dino.shapes_settings())
+print(course_lib.topics.dino.shapes_settings())
 eval_scenes = evaluation_scenes(200)  # images (200, 3, 32, 32), masks (200, 32, 32), labels (200,)
-object_patches = patch_masks(eval_scenes.masks, patch_size=4)  # (200, 64): a patch is "object" if >= half its pixels are
-print(f"object area: {eval_scenes.masks.float().mean():.3f} of the pixels, {object_patches.float().mean():.3f} of the patches")
+object_patches = patch_masks(eval_scenes["masks"], patch_size=4)  # (200, 64): a patch is "object" if >= half its pixels are
+print(f"object area: {eval_scenes['masks'].float().mean():.3f} of the pixels, {object_patches.float().mean():.3f} of the patches")
 fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
-course_lib.plotting.image_grid(eval_scenes.images[:12], nrow=2, ax=axes[0])
+course_lib.core.plotting.image_grid(eval_scenes["images"][:12], nrow=2, ax=axes[0])
 axes[0].set_title("held-out scenes", fontsize=9)
-course_lib.plotting.image_grid(object_patches[:12].reshape(12, 1, 8, 8).float(), nrow=2, ax=axes[1])
+course_lib.core.plotting.image_grid(object_patches[:12].reshape(12, 1, 8, 8).float(), nrow=2, ax=axes[1])
 axes[1].set_title("their object masks on the 8 x 8 patch grid (for scoring only)", fontsize=9)
 plt.show()
 
 # %% [markdown]
 # ### C.2 The network: chapter 04's ViT and the projection head
 #
-# The backbone is `course_lib.vit.ViT` with $4 \times 4$ patches (an $8 \times 8$ grid), width 64, depth 3, 4 heads and no classifier; its
+# The backbone is `course_lib.topics.vit.ViT` with $4 \times 4$ patches (an $8 \times 8$ grid), width 64, depth 3, 4 heads and no classifier; its
 # [CLS] output goes into the head. The paper's head: a 3-layer MLP (hidden 2048, GELU) to a bottleneck of 256, $\ell_2$
 # normalisation, and a weight-normalised linear layer to $K = 65{,}536$ outputs with its gain fixed to 1. Ours: hidden 256, bottleneck
 # 64, $K = 256$. Weight normalisation writes each output's weight vector as $w_k = g_k\, v_k / \lVert v_k \rVert$; with $g_k = 1$ and the input
@@ -518,7 +518,7 @@ plt.show()
 # Built from bare layers, every shape printed:
 
 # %%
-cfg = course_lib.recipes.dino_shapes_settings()
+cfg = course_lib.zoo.settings("dino_shapes")
 generator = seed_everything(4)
 backbone = ViT(**cfg.vit, num_classes=0)
 head_linear_1, head_linear_2, head_linear_3 = nn.Linear(64, 256), nn.Linear(256, 256), nn.Linear(256, 64)
@@ -549,23 +549,23 @@ library_head.load_state_dict({"mlp.0.weight": head_linear_1.weight, "mlp.0.bias"
 features = backbone.encode(crops[0])[:, 0]
 assert torch.allclose(library_head(features), my_head(features), atol=1e-6)
 model_example = DINO(cfg.vit, cfg.head)
-print("step-by-step head == course_lib.dino.DINOHead;",
+print("step-by-step head == course_lib.topics.dino.DINOHead;",
       f"parameters: backbone {sum(p.numel() for p in model_example.backbone.parameters()):,}, "
       f"head {sum(p.numel() for p in model_example.head.parameters()):,}")
 
 # %% [markdown]
 # ### C.3 Training
 #
-# `course_lib.recipes.dino_shapes` made the shipped checkpoint; its settings per profile:
+# `course_lib.zoo.dino_shapes` made the shipped checkpoint; its settings per profile:
 
 # %%
-print(inspect.getsource(course_lib.recipes.dino_shapes_settings))
+print(inspect.getsource(course_lib.zoo.dino_shapes.settings))
 
 # %% [markdown]
 # The loop, written out: Algorithm 1 with multi-crop, AdamW with a warm-up and a cosine decay, gradient clipping, the centre
 # updated after the loss, and the teacher after the optimiser step. Under `ci` it is a smoke run (a few steps: shapes and finite
 # losses); under `cpu` it trains for real (about 5 minutes on an idle 2-core laptop) and the [CLS] attention of one head moves onto
-# the object. `course_lib.dino.train_dino` is the same loop (the recipe calls it): first a 3-step run of both, which must give the
+# the object. `course_lib.topics.dino.train_dino` is the same loop (the recipe calls it): first a 3-step run of both, which must give the
 # same losses, then the run of the profile.
 
 # %%
@@ -576,8 +576,8 @@ def my_train_dino(cfg, seed=0, show_progress=True):
     ema = EMA(student, decay=cfg.teacher_momentum_base, warmup=False)
     teacher = ema.model  # a deep copy with requires_grad False: the stop-gradient
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = course_lib.train.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
-    batches = course_lib.dino.shapes_batches(cfg.batch_size, seed=seed)  # fresh scenes every step
+    scheduler = course_lib.core.train.warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps)
+    batches = course_lib.topics.dino.shapes_batches(cfg.batch_size, seed=seed)  # fresh scenes every step
     center = torch.zeros(cfg.head["out_dim"], device=DEVICE)
     losses, diagnostics = [], []
     for step in tqdm(range(1, cfg.steps + 1), desc="DINO on shapes", disable=not show_progress):
@@ -605,8 +605,8 @@ def my_train_dino(cfg, seed=0, show_progress=True):
 check_cfg = copy.copy(cfg)
 check_cfg.steps = 3
 _, _, check_losses, _ = my_train_dino(check_cfg, show_progress=False)
-_, library_history = course_lib.dino.train_dino(check_cfg, seed=0, show_progress=False)
-print("3 steps, this loop:", np.round(check_losses, 6), " course_lib.dino.train_dino:", np.round(library_history.losses, 6))
+_, library_history = course_lib.topics.dino.train_dino(check_cfg, seed=0, show_progress=False)
+print("3 steps, this loop:", np.round(check_losses, 6), " course_lib.topics.dino.train_dino:", np.round(library_history.losses, 6))
 assert np.allclose(check_losses, library_history.losses, atol=1e-5)
 
 # %%
@@ -624,18 +624,18 @@ print(f"{cfg.steps} steps: loss {losses[0]:.3f} -> {np.mean(losses[-20:]):.3f}; 
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
-course_lib.plotting.plot_losses(losses, smooth=max(1, min(50, cfg.steps // 10)), ax=axes[0], title="DINO loss H(P_t, P_s)")
+course_lib.core.plotting.plot_losses(losses, smooth=max(1, min(50, cfg.steps // 10)), ax=axes[0], title="DINO loss H(P_t, P_s)")
 for key, label in [("teacher_entropy", "h(P_t)"), ("batch_mean_entropy", "h(batch-mean P_t)"), ("kl", "KL(P_t || P_s)")]:
     axes[1].plot([d[key] for d in diagnostics], label=label)
 axes[1].axhline(math.log(cfg.head["out_dim"]), color="k", ls="--", lw=1, label="ln K")
 axes[1].set(xlabel="step", ylabel="nats", title="collapse diagnostics")
 axes[1].legend(fontsize=8)
 plt.show()
-shipped_metrics = course_lib.checkpointing.read_manifest()["dino_shapes"]["metrics"]
-print(f"the shipped run ({course_lib.checkpointing.read_manifest()['dino_shapes']['recipe']['steps']} steps) ended at "
+shipped_metrics = course_lib.core.checkpointing.read_manifest()["dino_shapes"]["metrics"]
+print(f"the shipped run ({course_lib.core.checkpointing.read_manifest()['dino_shapes']['recipe']['steps']} steps) ended at "
       f"h(P_t) {shipped_metrics['teacher_entropy']:.2f}, h(batch-mean P_t) {shipped_metrics['batch_mean_entropy']:.2f}, "
       f"ln K = {shipped_metrics['ln_K']:.2f}: sharp targets, many outputs in use")
-your_report = attention_report(teacher.backbone, eval_scenes.images.to(DEVICE), eval_scenes.masks.to(DEVICE))
+your_report = attention_report(teacher.backbone, eval_scenes["images"].to(DEVICE), eval_scenes["masks"].to(DEVICE))
 print("your teacher: per-head IoU", your_report["iou"].cpu().numpy().round(3), "| attention mass on the object",
       your_report["mass_on_object"].cpu().numpy().round(3), f"| object area {your_report['object_area']:.3f}")
 if cfg.steps >= 1000:  # a real run: healthy, no collapse
@@ -654,16 +654,16 @@ if cfg.steps >= 1000:  # a real run: healthy, no collapse
 # $$
 #
 # the patch part of the row (the weight on [CLS] itself is dropped, as in DINO's code). DINO's figures show the **teacher**, the
-# network it keeps. `course_lib.dino.cls_attention` takes it from the attention maps the ViT returns; the check recomputes it from
+# network it keeps. `course_lib.topics.dino.cls_attention` takes it from the attention maps the ViT returns; the check recomputes it from
 # the last block's queries and keys.
 
 # %%
-dino_model = course_lib.recipes.load_shipped("dino_shapes", DEVICE)
-entry = course_lib.checkpointing.read_manifest()["dino_shapes"]
+dino_model = course_lib.zoo.load_shipped("dino_shapes", DEVICE)
+entry = course_lib.core.checkpointing.read_manifest()["dino_shapes"]
 print("recipe:", {k: entry["recipe"][k] for k in ("profile", "steps", "batch_size", "lr", "tau_s", "tau_t", "seed")},
       f"| trained in {entry['wall_time_s'] / 60:.1f} min on {entry['device']} | {entry['size_bytes'] / 1e6:.2f} MB")
 vit = dino_model.backbone
-x = eval_scenes.images[:4].to(DEVICE)
+x = eval_scenes["images"][:4].to(DEVICE)
 with torch.no_grad():
     tokens = torch.cat([vit.cls_tokens(4), vit.patch_tokens(x)], 1)  # (B, 1 + N, D)
     for block in vit.blocks[:-1]:
@@ -675,8 +675,8 @@ print(f"[CLS] rows: (B, heads, N) = {tuple(a[:, :, 1:].shape)}; weight on [CLS] 
       f"{a[0, :, 0].cpu().numpy().round(3)}")
 
 # %%
-attention = cls_attention(vit, eval_scenes.images.to(DEVICE)).cpu()  # (200, heads, 64)
-report = attention_report(vit, eval_scenes.images.to(DEVICE), eval_scenes.masks.to(DEVICE))
+attention = cls_attention(vit, eval_scenes["images"].to(DEVICE)).cpu()  # (200, heads, 64)
+report = attention_report(vit, eval_scenes["images"].to(DEVICE), eval_scenes["masks"].to(DEVICE))
 best_head = report["best_head"]
 n_show, heads = 6, attention.shape[1]
 vmax = attention[:n_show].max().item()  # one colour scale for every map: a diffuse head stays dark
@@ -684,16 +684,16 @@ outline = dict(levels=[0.5], colors="c", linewidths=1)
 scale = matplotlib.colors.PowerNorm(gamma=0.5, vmin=0, vmax=vmax)  # a square-root scale: weak weights stay visible
 fig, axes = plt.subplots(n_show, heads + 2, figsize=(10.5, 1.7 * n_show), layout="constrained")
 for row in range(n_show):
-    picture = eval_scenes.images[row].permute(1, 2, 0)  # (32, 32, 3)
+    picture = eval_scenes["images"][row].permute(1, 2, 0)  # (32, 32, 3)
     axes[row, 0].imshow(picture)
     for h in range(heads):
         shown = axes[row, 1 + h].imshow(attention[row, h].reshape(8, 8), cmap="inferno", norm=scale,
                                         extent=(-0.5, 31.5, 31.5, -0.5))  # the 8 x 8 grid over the 32 x 32 pixels
-        axes[row, 1 + h].contour(eval_scenes.masks[row].float(), **outline)
+        axes[row, 1 + h].contour(eval_scenes["masks"][row].float(), **outline)
     kept = mass_mask(attention[row, best_head]).reshape(8, 8).float()
     kept_pixels = torch.kron(kept, torch.ones(4, 4))[..., None]  # (32, 32, 1)
     axes[row, -1].imshow(0.35 * picture + 0.65 * kept_pixels)
-    axes[row, -1].contour(eval_scenes.masks[row].float(), **outline)
+    axes[row, -1].contour(eval_scenes["masks"][row].float(), **outline)
 for ax in axes.flat:
     ax.axis("off")
 for h in range(heads):
@@ -709,15 +709,15 @@ plt.show()
 # The best head is sharp on the object in some scenes and diffuse in others (the first and third rows): there its 60% mask spills
 # over the background, which is why its mean IoU (C.5) is far from 1. Where it is sharp, other heads often go dark on the object.
 #
-# **Widget: [CLS] attention per head and image** (chapter 04's `course_lib.widgets.attention_explorer`). Query 0 is the [CLS]
+# **Widget: [CLS] attention per head and image** (chapter 04's `course_lib.topics.vit.attention_explorer`). Query 0 is the [CLS]
 # token; choose a head (or their mean), a layer, an image. Things to look for: in the last layer one head puts most of its weight
 # on the object while the others spread theirs over the background; move to layer 0 and the maps are unstructured; a patch
 # query (move the query slider) attends mostly to patches of its own colour.
 
 # %%
 with torch.no_grad():
-    _, all_attentions = vit.encode(eval_scenes.images[:16].to(DEVICE), return_attention=True)
-course_lib.widgets.attention_explorer(eval_scenes.images[:16], [w.cpu() for w in all_attentions], patch_size=4,
+    _, all_attentions = vit.encode(eval_scenes["images"][:16].to(DEVICE), return_attention=True)
+course_lib.topics.vit.attention_explorer(eval_scenes["images"][:16], [w.cpu() for w in all_attentions], patch_size=4,
                                       prefix_tokens=1, head=best_head, query=0, rollout=False,
                                       titles=[f"scene {i}" for i in range(16)])
 
@@ -739,7 +739,7 @@ assert mass_mask(torch.tensor([0.05, 0.5, 0.2, 0.25])).tolist() == [False, True,
 radius, prior_iou = centre_prior_iou(object_patches, grid=8)
 seed_everything(0)
 random_vit = DINO(cfg.vit, cfg.head).to(DEVICE).eval().backbone
-random_report = attention_report(random_vit, eval_scenes.images.to(DEVICE), eval_scenes.masks.to(DEVICE))
+random_report = attention_report(random_vit, eval_scenes["images"].to(DEVICE), eval_scenes["masks"].to(DEVICE))
 print(f"{'':24s}" + "".join(f"{'head ' + str(h):>9s}" for h in range(4)))
 print(f"{'IoU, 60% mask':24s}" + "".join(f"{v:9.3f}" for v in report["iou"].tolist()))
 print(f"{'attention on object':24s}" + "".join(f"{v:9.3f}" for v in report["mass_on_object"].tolist()) +
@@ -797,10 +797,10 @@ plt.show()
 # random splits of the same size.
 
 # %%
-keys = last_block_keys(vit, eval_scenes.images.to(DEVICE)).cpu()  # (200, 64, D)
+keys = last_block_keys(vit, eval_scenes["images"].to(DEVICE)).cpu()  # (200, 64, D)
 tau_one = similarity_quantile_tau(keys[0], 0.3)
-W = course_lib.spectral.feature_affinity(keys[0], tau_one)  # (64, 64) numpy
-lambdas, Y = course_lib.spectral.ncut_eigenvectors(W, k=2)
+W = course_lib.topics.spectral.feature_affinity(keys[0], tau_one)  # (64, 64) numpy
+lambdas, Y = course_lib.topics.spectral.ncut_eigenvectors(W, k=2)
 degree = W.sum(1)
 y1 = Y[:, 1]
 residual = np.abs((np.diag(degree) - W) @ y1 - lambdas[1] * degree * y1).max()
@@ -809,10 +809,10 @@ print(f"lambda_0 = {lambdas[0]:.1e}, lambda_1 = {lambdas[1]:.4f}; max |(D - W) y
 assert residual < 1e-8 and abs(y1 @ degree) < 1e-8
 foreground = tokencut_mask(keys[0], tau_one)
 rng = np.random.default_rng(0)
-random_ncuts = [course_lib.spectral.ncut_value(W, rng.permutation(foreground)) for _ in range(200)]
-print(f"Ncut of the eigenvector split {course_lib.spectral.ncut_value(W, foreground):.4f}; "
+random_ncuts = [course_lib.topics.spectral.ncut_value(W, rng.permutation(foreground)) for _ in range(200)]
+print(f"Ncut of the eigenvector split {course_lib.topics.spectral.ncut_value(W, foreground):.4f}; "
       f"random splits of the same size: median {np.median(random_ncuts):.4f}")
-assert course_lib.spectral.ncut_value(W, foreground) < np.median(random_ncuts)
+assert course_lib.topics.spectral.ncut_value(W, foreground) < np.median(random_ncuts)
 
 # %% [markdown]
 # ### D.1 The threshold: read it off the similarity histogram
@@ -838,10 +838,10 @@ def tokencut_iou(feature_batch, objects, quantile=None, tau=None):
 
 cut_cfg = per_profile(ci=dict(n_calibration=30, n_eval=60), cpu=dict(n_calibration=60, n_eval=200),
                       gpu=dict(n_calibration=60, n_eval=200))  # one small eigenproblem per scene and setting
-random_keys = last_block_keys(random_vit, eval_scenes.images.to(DEVICE)).cpu()
+random_keys = last_block_keys(random_vit, eval_scenes["images"].to(DEVICE)).cpu()
 calibration = evaluation_scenes(cut_cfg.n_calibration, seed=20_000)
-calibration_keys = last_block_keys(vit, calibration.images.to(DEVICE)).cpu()
-calibration_objects = patch_masks(calibration.masks, 4)
+calibration_keys = last_block_keys(vit, calibration["images"].to(DEVICE)).cpu()
+calibration_objects = patch_masks(calibration["masks"], 4)
 quantiles = [0.1, 0.2, 0.3, 0.5, 0.7, 0.9]
 calibration_iou = [tokencut_iou(calibration_keys, calibration_objects, q) for q in quantiles]
 best_q = quantiles[int(np.argmax(calibration_iou))]
@@ -887,16 +887,16 @@ plt.show()
 def draw_tokencut(axes, scene, quantile):
     features = keys[scene]
     tau = similarity_quantile_tau(features, quantile)
-    W = course_lib.spectral.feature_affinity(features, tau)
-    _, Y = course_lib.spectral.ncut_eigenvectors(W, k=2)
+    W = course_lib.topics.spectral.feature_affinity(features, tau)
+    _, Y = course_lib.topics.spectral.ncut_eigenvectors(W, k=2)
     mask = tokencut_mask(features, tau)
     iou = mask_iou(torch.from_numpy(mask), object_patches[scene]).item()
-    axes[0].imshow(eval_scenes.images[scene].permute(1, 2, 0))
-    axes[0].contour(eval_scenes.masks[scene].float(), levels=[0.5], colors="w", linewidths=0.8)
+    axes[0].imshow(eval_scenes["images"][scene].permute(1, 2, 0))
+    axes[0].contour(eval_scenes["masks"][scene].float(), levels=[0.5], colors="w", linewidths=0.8)
     axes[0].set_title(f"scene {scene}", fontsize=9)
     axes[1].imshow(Y[:, 1].reshape(8, 8), cmap="coolwarm")
     axes[1].set_title("y_1 (second eigenvector)", fontsize=9)
-    course_lib.plotting.overlay_heatmap(eval_scenes.images[scene], torch.from_numpy(mask).float().reshape(8, 8), ax=axes[2],
+    course_lib.core.plotting.overlay_heatmap(eval_scenes["images"][scene], torch.from_numpy(mask).float().reshape(8, 8), ax=axes[2],
                                         alpha=0.5, cmap="gray")
     axes[2].set_title(f"foreground; IoU {iou:.2f}", fontsize=9)
     axes[3].hist(similarities(features[None]).numpy(), bins=60, color="0.5")
@@ -906,7 +906,7 @@ def draw_tokencut(axes, scene, quantile):
         ax.axis("off")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_tokencut, ncols=4, figsize=(13, 3.2),
     scene=ipywidgets.IntSlider(value=0, min=0, max=199, description="scene"),
     quantile=ipywidgets.FloatSlider(value=best_q, min=0.05, max=0.95, step=0.05, description="quantile q"))
@@ -955,7 +955,7 @@ print("the four masks differ:", len({tuple(m.tolist()) for m in mask}) == 4)
 
 # %%
 seed_everything(6)
-mae_cfg = course_lib.recipes.mae_mnist_settings()
+mae_cfg = course_lib.zoo.settings("mae_mnist")
 mae_example = MAE(**mae_cfg.model)
 x_mnist = load_mnist("test")[0][:8]  # (8, 1, 28, 28)
 ids_keep, ids_restore, mask = random_masking(8, 49, 0.75, torch.Generator().manual_seed(7))
@@ -977,7 +977,7 @@ for name, tensor in trace:
 with torch.no_grad():
     library_pixels = mae_example.decode(mae_example.encode_visible(x_mnist, ids_keep), ids_restore)
 assert torch.allclose(library_pixels, predicted_pixels, atol=1e-6)
-print("step by step == course_lib.mae.MAE.decode(encode_visible(...)); encoder tokens: "
+print("step by step == course_lib.topics.mae.MAE.decode(encode_visible(...)); encoder tokens: "
       f"{1 + 12} instead of {1 + 49} (attention cost ~ tokens^2: {(13 / 50) ** 2:.1%}; MLPs ~ tokens: {13 / 50:.0%})")
 
 # %% [markdown]
@@ -1023,13 +1023,13 @@ print(f"masked-only loss {loss.item():.4f} == direct {direct.item():.4f}; gradie
 # ### E.4 Training, and the shipped model
 
 # %%
-print(inspect.getsource(course_lib.mae.train_mae))
+print(inspect.getsource(course_lib.topics.mae.train_mae))
 print(mae_cfg)
-your_mae, mae_history, your_mae_metrics = course_lib.mae.train_mae(mae_cfg, seed=0)
+your_mae, mae_history, your_mae_metrics = course_lib.topics.mae.train_mae(mae_cfg, seed=0)
 assert all(math.isfinite(v) for v in mae_history.losses)
 print(f"your MAE, {mae_cfg.steps} steps: train loss {mae_history.losses[0]:.4f} -> {np.mean(mae_history.losses[-20:]):.4f}; "
       f"test masked MSE {your_mae_metrics['test_masked_mse']:.4f} (mean-fill baseline {your_mae_metrics['test_mean_fill_mse']:.4f})")
-course_lib.plotting.plot_losses(mae_history, smooth=max(1, min(50, mae_cfg.steps // 10)), log_y=True,
+course_lib.core.plotting.plot_losses(mae_history, smooth=max(1, min(50, mae_cfg.steps // 10)), log_y=True,
                                 title="MAE loss (MSE per pixel on hidden patches)")
 plt.show()
 
@@ -1038,8 +1038,8 @@ plt.show()
 # hidden patches, next to a baseline that fills every hidden pixel with the mean of the image's visible pixels.
 
 # %%
-mae = course_lib.recipes.load_shipped("mae_mnist", DEVICE)
-mae_entry = course_lib.checkpointing.read_manifest()["mae_mnist"]
+mae = course_lib.zoo.load_shipped("mae_mnist", DEVICE)
+mae_entry = course_lib.core.checkpointing.read_manifest()["mae_mnist"]
 x_test = load_mnist("test")[0]
 shipped_mae = evaluate_mae(mae, x_test[:2000].to(DEVICE), 0.75, seed=0)
 print(f"shipped: masked MSE {shipped_mae['masked_mse']:.4f}, mean-fill baseline {shipped_mae['mean_fill_mse']:.4f} "
@@ -1066,13 +1066,13 @@ assert min(mse_by_ratio, key=lambda v: v["masked_mse"]) is mse_by_ratio[ratios.i
 def draw_reconstructions(ax, mask_ratio, first_digit, mask_seed):
     digits = x_test[first_digit:first_digit + 10].to(DEVICE)
     masked, predicted, pasted = reconstruct(mae, digits, mask_ratio, torch.Generator().manual_seed(mask_seed))
-    course_lib.plotting.image_grid(torch.cat([digits, masked, predicted, pasted]).cpu(), nrow=4, ax=ax)
+    course_lib.core.plotting.image_grid(torch.cat([digits, masked, predicted, pasted]).cpu(), nrow=4, ax=ax)
     hidden = 49 - max(int(49 * (1 - mask_ratio)), 1)
     ax.set_title(f"mask ratio {mask_ratio:.2f} ({hidden} of 49 patches hidden): digits / encoder input / prediction / "
                  "visible + predicted", fontsize=9)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_reconstructions, figsize=(10, 4.6),
     mask_ratio=ipywidgets.FloatSlider(value=0.75, min=0.0, max=0.95, step=0.05, description="mask ratio"),
     first_digit=ipywidgets.IntSlider(value=0, min=0, max=990, step=10, description="digits from"),
@@ -1099,13 +1099,13 @@ generator = seed_everything(8)
 teacher_inputs = [(torch.randn(5, 16, generator=generator), torch.randn(16, generator=generator), 0.04),
                   (torch.randn(3, 8, generator=generator), torch.zeros(8), 0.1),
                   (torch.full((2, 6), 0.3), torch.full((6,), 0.3), 0.04)]  # centred to 0: uniform
-course_lib.check.check_function(my_teacher_probabilities, teacher_probabilities, teacher_inputs)
+course_lib.core.check.check_function(my_teacher_probabilities, teacher_probabilities, teacher_inputs)
 logits_with_grad = torch.randn(2, 4, requires_grad=True)
 assert not my_teacher_probabilities(logits_with_grad, torch.zeros(4), 0.04).requires_grad, \
     "the target carries a gradient: detach the teacher's logits (stop-gradient)"
 
 # %%
-course_lib.check.show_solution(course_lib.dino.teacher_probabilities)
+course_lib.core.check.show_solution(course_lib.topics.dino.teacher_probabilities)
 
 # %% [markdown]
 # **Exercise 2: the multi-crop loss.** Write `my_dino_loss(student_logits, teacher_logits, center, tau_s, tau_t)`: lists of $(B, K)$ tensors
@@ -1128,12 +1128,12 @@ loss_inputs = []  # (student views stacked (V, B, K), teacher views (2, B, K), c
 for n_views in (4, 2, 6):
     loss_inputs.append((torch.randn(n_views, 6, 12, generator=generator), torch.randn(2, 6, 12, generator=generator),
                         0.2 * torch.randn(12, generator=generator), 0.1, 0.04))
-course_lib.check.check_function(lambda S, T, c, ts, tt: my_dino_loss(list(S), list(T), c, ts, tt),
+course_lib.core.check.check_function(lambda S, T, c, ts, tt: my_dino_loss(list(S), list(T), c, ts, tt),
                                 lambda S, T, c, ts, tt: dino_loss(list(S), list(T), c, ts, tt),
                                 loss_inputs, name="my_dino_loss")
 
 # %%
-course_lib.check.show_solution(course_lib.dino.dino_loss)
+course_lib.core.check.show_solution(course_lib.topics.dino.dino_loss)
 
 # %% [markdown]
 # **Exercise 3: the 60%-mass mask.** Write `my_mass_mask(attention, mass)`: for each row of $(\ldots, N)$ weights, True on the smallest set of
@@ -1151,10 +1151,10 @@ def my_mass_mask(attention, mass=0.6):
 # %%
 mass_inputs = [(torch.rand(4, 64, generator=generator), 0.6), (torch.rand(2, 3, 16, generator=generator), 0.3),
                (torch.tensor([[0.05, 0.5, 0.2, 0.25]]), 0.6), (torch.softmax(5 * torch.randn(3, 64, generator=generator), -1), 0.9)]
-course_lib.check.check_function(my_mass_mask, mass_mask, mass_inputs)
+course_lib.core.check.check_function(my_mass_mask, mass_mask, mass_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.dino.mass_mask)
+course_lib.core.check.show_solution(course_lib.topics.dino.mass_mask)
 
 # %% [markdown]
 # **Exercise 4: random masking.** Write `my_random_masking(batch, n_patches, mask_ratio, generator)`: draw the noise with
@@ -1176,13 +1176,13 @@ def my_random_masking(batch, n_patches, mask_ratio, generator):
 # %%
 masking_inputs = [(3, 49, 0.75, 0), (2, 16, 0.5, 1), (4, 49, 0.9, 2), (1, 64, 0.0, 3)]  # (B, N, ratio, seed)
 for part, name in enumerate(["ids_keep", "ids_restore", "mask"]):
-    course_lib.check.check_function(
+    course_lib.core.check.check_function(
         lambda b, n, r, seed, part=part: my_random_masking(b, n, r, torch.Generator().manual_seed(seed))[part],
         lambda b, n, r, seed, part=part: random_masking(b, n, r, torch.Generator().manual_seed(seed))[part],
         masking_inputs, name=f"my_random_masking(...) {name}")
 
 # %%
-course_lib.check.show_solution(course_lib.mae.random_masking)
+course_lib.core.check.show_solution(course_lib.topics.mae.random_masking)
 
 # %% [markdown]
 # **Exercise 5: the MAE loss.** Write `my_mae_loss(predicted, patches, mask)`: the per-pixel squared error of each patch, averaged over the
@@ -1200,10 +1200,10 @@ mae_inputs = []
 for shape in [(4, 49, 16), (2, 16, 48)]:
     mae_inputs.append((torch.randn(*shape, generator=generator), torch.rand(*shape, generator=generator),
                        (torch.rand(shape[:2], generator=generator) < 0.75).float()))
-course_lib.check.check_function(my_mae_loss, mae_loss, mae_inputs)
+course_lib.core.check.check_function(my_mae_loss, mae_loss, mae_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.mae.mae_loss)
+course_lib.core.check.show_solution(course_lib.topics.mae.mae_loss)
 
 # %% [markdown]
 # ---

@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 351
-#         source: the chapter's table before course_lib.timing, commit f1f2cf2 (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit f1f2cf2 (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed; the shipped recipe took 21 min (1,257 s) on 1 thread of the shared 2-core CPU and reached mAP@0.5 0.9996 on 500 held-out scenes
 #         seconds: null
@@ -80,21 +80,21 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 import course_lib
-import course_lib.boxes
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.detr
-import course_lib.maskformer
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.widgets
-import course_lib.yolo
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.boxes
+import course_lib.topics.detr
+import course_lib.topics.maskformer
+import course_lib.topics.yolo
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.boxes import (box_area, cxcywh_to_xyxy, giou, iou, nms, pairwise_giou, pairwise_iou, pixel_to_xyxy,
-                              rasterized_iou_giou, xyxy_to_cxcywh)
+from course_lib.core.train import fit, warmup_cosine
 from course_lib.data import SHAPE_CLASSES, make_shapes
-from course_lib.train import fit, warmup_cosine
-from course_lib.vit import scaled_dot_product_attention
+from course_lib.topics.boxes import (box_area, cxcywh_to_xyxy, giou, iou, nms, pairwise_giou, pairwise_iou,
+                                     pixel_to_xyxy, rasterized_iou_giou, xyxy_to_cxcywh)
+from course_lib.topics.vit import scaled_dot_product_attention
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -108,14 +108,14 @@ print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num
 #
 # `course_lib.data.make_shapes` draws circles, squares and triangles on a dark background and returns, for every
 # object, its class, its mask and its box. The scenes of this chapter are $48 \times 48$ with 1 to 3 objects
-# (`course_lib.detr.shapes_settings()`). The boxes are **inclusive pixel** boxes $(x_0, y_0, x_1, y_1)$: the pixel columns
+# (`course_lib.topics.detr.shapes_settings()`). The boxes are **inclusive pixel** boxes $(x_0, y_0, x_1, y_1)$: the pixel columns
 # $x_0, x_0 + 1, \dots, x_1$ all belong to the object, so it is $x_1 - x_0 + 1$ pixels wide. In continuous coordinates,
 # where pixel $x$ covers the interval $[x, x + 1)$, the object spans $[x_0, x_1 + 1)$. The course converts once, in
-# `course_lib.boxes.pixel_to_xyxy`, to $(x_0, y_0, x_1 + 1, y_1 + 1)$; every area, IoU and target below uses the continuous box.
+# `course_lib.topics.boxes.pixel_to_xyxy`, to $(x_0, y_0, x_1 + 1, y_1 + 1)$; every area, IoU and target below uses the continuous box.
 # A square's mask fills its box exactly, so its pixel count must equal the continuous box's area:
 
 # %%
-SHAPES = course_lib.detr.shapes_settings()
+SHAPES = course_lib.topics.detr.shapes_settings()
 print("scene settings:", SHAPES)
 scenes = make_shapes(64, seed=1, **SHAPES)
 squares = scenes["labels"] == SHAPE_CLASSES.index("square")  # (64, 3)
@@ -261,7 +261,7 @@ plt.show()
 # keeps one: **sort by score; take the best remaining box, keep it, and delete every remaining box whose IoU with it
 # exceeds a threshold; repeat until none remain.** Equivalently, a box is kept exactly when no *kept* box with a higher
 # score overlaps it by more than the threshold. That second sentence is a definition we can code without any loop
-# tricks, and check `course_lib.boxes.nms` against on random boxes. (Per-class NMS runs it separately for each class:
+# tricks, and check `course_lib.topics.boxes.nms` against on random boxes. (Per-class NMS runs it separately for each class:
 # `batched_nms`.)
 
 # %%
@@ -300,7 +300,7 @@ true_boxes, true_labels = pixel_to_xyxy(scenes["boxes"][scene][keep]), scenes["l
 jittered = (true_boxes[:, None, :] + 2.0 * torch.randn(len(true_boxes), 6, 4, generator=generator)).reshape(-1, 4)
 jitter_scores = torch.rand(len(jittered), generator=generator)
 jitter_labels = true_labels.repeat_interleave(6)
-kept = course_lib.boxes.batched_nms(jittered, jitter_scores, jitter_labels, iou_threshold=0.5)
+kept = course_lib.topics.boxes.batched_nms(jittered, jitter_scores, jitter_labels, iou_threshold=0.5)
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.6))
 draw_scene(axes[0], scenes["images"][scene], jittered, jitter_labels, color="y", lw=0.8, fontsize=0)
 axes[0].set_title(f"{len(jittered)} candidate boxes", fontsize=9)
@@ -336,15 +336,15 @@ plt.show()
 #
 # ### B.2 Targets: the responsible cell
 #
-# The cell that contains an object's centre is **responsible** for it. `course_lib.yolo.encode_targets` writes, in that
+# The cell that contains an object's centre is **responsible** for it. `course_lib.topics.yolo.encode_targets` writes, in that
 # cell, $(x, y, w, h, 1, \text{one-hot class})$: a target tensor $(S, S, 5 + C)$. One target per cell is all YOLOv1 can hold:
 # two centres in one cell lose one object (counted below).
 
 # %%
 S, B_BOXES, N_CLASSES, IMAGE = 6, 2, 3, SHAPES["size"]
-targets_yolo = course_lib.yolo.encode_targets(scenes["labels"], scenes["boxes"], IMAGE, grid=S)  # (64, 6, 6, 8)
+targets_yolo = course_lib.topics.yolo.encode_targets(scenes["labels"], scenes["boxes"], IMAGE, grid=S)  # (64, 6, 6, 8)
 print(f"targets {tuple(targets_yolo.shape)}; {int(targets_yolo[..., 4].sum())} objects placed, "
-      f"{course_lib.yolo.encode_targets.collisions} lost to a shared cell, of {int(scenes['counts'].sum())}")
+      f"{course_lib.topics.yolo.encode_targets.collisions} lost to a shared cell, of {int(scenes['counts'].sum())}")
 fig, axes = plt.subplots(1, 4, figsize=(11, 3))
 for i, ax in enumerate(axes):
     keep = scenes["labels"][i] >= 0
@@ -385,17 +385,17 @@ plt.show()
 # responsible predictor gets box gradients, so the $B$ predictors of a cell specialise. (Our linear outputs can go
 # negative, so the loss uses $\operatorname{sign}(w)\sqrt{|w|}$.)
 #
-# Two checks of `course_lib.yolo.yolo_loss`: it is 0 on a perfect prediction (predictor 0 of each object cell copies the
+# Two checks of `course_lib.topics.yolo.yolo_loss`: it is 0 on a perfect prediction (predictor 0 of each object cell copies the
 # box with confidence 1 = its IoU; all else 0), and on a one-object case it equals the formula evaluated by hand.
 
 # %%
-perfect = course_lib.yolo.perfect_prediction(targets_yolo)  # (64, 6, 6, 13)
-print(f"loss of the perfect prediction on 64 scenes: {course_lib.yolo.yolo_loss(perfect, targets_yolo).item():.2e}")
-assert course_lib.yolo.yolo_loss(perfect, targets_yolo).item() < 1e-6
+perfect = course_lib.topics.yolo.perfect_prediction(targets_yolo)  # (64, 6, 6, 13)
+print(f"loss of the perfect prediction on 64 scenes: {course_lib.topics.yolo.yolo_loss(perfect, targets_yolo).item():.2e}")
+assert course_lib.topics.yolo.yolo_loss(perfect, targets_yolo).item() < 1e-6
 
 # one object: continuous box [10, 22) x [20, 30), class triangle, in a 48 x 48 image
 one_labels, one_boxes = torch.tensor([[2, -1]]), torch.tensor([[[10.0, 20.0, 21.0, 29.0], [0, 0, 0, 0]]])
-one_target = course_lib.yolo.encode_targets(one_labels, one_boxes, IMAGE, grid=S)  # centre (16, 25): row 3, column 2
+one_target = course_lib.topics.yolo.encode_targets(one_labels, one_boxes, IMAGE, grid=S)  # centre (16, 25): row 3, column 2
 pred = torch.zeros(1, S, S, 13)
 pred[0, 3, 2, :5] = torch.tensor([0.1, 0.2, 0.3, 0.16, 0.7])   # predictor 0, near the object
 pred[0, 3, 2, 5:10] = torch.tensor([0.9, 0.9, 0.05, 0.05, 0.4])  # predictor 1, far off
@@ -414,7 +414,7 @@ by_hand = (5 * ((x_t - p_j[0]) ** 2 + (y_t - p_j[1]) ** 2)
            + (ious[j] - p_j[4]) ** 2
            + 0.5 * (other ** 2 + 0.3 ** 2)
            + (0 - 0.1) ** 2 + (0 - 0.2) ** 2 + (1 - 0.6) ** 2)
-total, terms = course_lib.yolo.yolo_loss(pred, one_target, return_terms=True)
+total, terms = course_lib.topics.yolo.yolo_loss(pred, one_target, return_terms=True)
 print(f"IoUs of the two predictors with the truth: {ious[0]:.3f}, {ious[1]:.3f} -> predictor {j} is responsible")
 print(f"by hand {by_hand:.6f}; yolo_loss {total.item():.6f}; terms", {k: round(v.item(), 4) for k, v in terms.items()})
 assert abs(total.item() - by_hand) < 1e-5
@@ -422,7 +422,7 @@ assert abs(total.item() - by_hand) < 1e-5
 # %% [markdown]
 # ### B.4 A few training steps
 #
-# YOLOv1 ends in two fully connected layers, so every cell sees the whole image. `course_lib.yolo.TinyYOLO` is fully
+# YOLOv1 ends in two fully connected layers, so every cell sees the whole image. `course_lib.topics.yolo.TinyYOLO` is fully
 # convolutional instead: chapter 03's `SmallCNN` to stride 4, one 3×3 stride-2 convolution to the $6 \times 6$ grid, a 1×1
 # convolution to 13 channels. Each output cell's receptive field (chapter 03) is what decides whether it can see
 # its whole object; here it covers 8×8-pixel cells and objects up to 21 pixels wide. Training a YOLO well is not this
@@ -431,19 +431,19 @@ assert abs(total.item() - by_hand) < 1e-5
 # %%
 yolo_cfg = per_profile(ci=dict(steps=30, batch_size=32), cpu=dict(steps=300, batch_size=32), gpu=dict(steps=1_000, batch_size=32))
 generator = seed_everything(5)
-tiny_yolo = course_lib.yolo.TinyYOLO().to(DEVICE)
+tiny_yolo = course_lib.topics.yolo.TinyYOLO().to(DEVICE)
 yolo_terms = []
 
 
 def yolo_batches(batch_size, seed=0):
     for step in itertools.count():
         s = make_shapes(batch_size, seed=seed * 1_000_003 + step, **SHAPES)
-        yield s["images"], course_lib.yolo.encode_targets(s["labels"], s["boxes"], IMAGE, grid=S)
+        yield s["images"], course_lib.topics.yolo.encode_targets(s["labels"], s["boxes"], IMAGE, grid=S)
 
 
 def yolo_step_loss(model, batch):
     images, target = batch
-    total, terms = course_lib.yolo.yolo_loss(model(images), target, return_terms=True)
+    total, terms = course_lib.topics.yolo.yolo_loss(model(images), target, return_terms=True)
     yolo_terms.append({k: v.item() for k, v in terms.items()})
     return total
 
@@ -462,13 +462,13 @@ ax.legend(fontsize=8, ncol=5)
 plt.show()
 
 # %% [markdown]
-# Decoding (`course_lib.yolo.decode`) turns the grid back into boxes: $6 \cdot 6 \cdot 2 = 72$ candidates per image, each scored
+# Decoding (`course_lib.topics.yolo.decode`) turns the grid back into boxes: $6 \cdot 6 \cdot 2 = 72$ candidates per image, each scored
 # $p(c) \cdot C_j$, thresholded, then per-class NMS. After a handful of steps the boxes are rough; NMS is what removes the
 # many near-copies that a grid detector produces.
 
 # %%
 with torch.no_grad():
-    decoded = course_lib.yolo.decode(tiny_yolo(scenes["images"][:4].to(DEVICE)).cpu(), IMAGE, score_threshold=0.2)
+    decoded = course_lib.topics.yolo.decode(tiny_yolo(scenes["images"][:4].to(DEVICE)).cpu(), IMAGE, score_threshold=0.2)
 fig, axes = plt.subplots(1, 4, figsize=(11, 3))
 for i, ax in enumerate(axes):
     draw_scene(ax, scenes["images"][i], decoded[i]["boxes"][:6], decoded[i]["labels"][:6], decoded[i]["scores"][:6], color="y")
@@ -513,8 +513,8 @@ generator = seed_everything(6)
 for n_pred, n_true in [(3, 3), (5, 2), (6, 3), (7, 4), (6, 6)]:
     for _ in range(5):
         cost = torch.randn(n_pred, n_true, generator=generator)
-        rows, cols = course_lib.detr.hungarian_match(cost)
-        assignment, best = course_lib.detr.brute_force_match(cost)
+        rows, cols = course_lib.topics.detr.hungarian_match(cost)
+        assignment, best = course_lib.topics.detr.brute_force_match(cost)
         assert abs(cost[rows, cols].sum().item() - best) < 1e-5 and torch.equal(rows[torch.argsort(cols)], assignment)
     n_maps = math.perm(n_pred, n_true)
     print(f"N = {n_pred}, G = {n_true}: Hungarian == brute force over all {n_maps} injections (5 random cost matrices)")
@@ -525,24 +525,24 @@ for n_pred, n_true in [(3, 3), (5, 2), (6, 3), (7, 4), (6, 6)]:
 # > public Mask2Former notebook uses the latter, which is right only when `cols` happens to be sorted. The check above
 # > compares exactly that inversion with brute force.
 #
-# The cost itself, `course_lib.detr.matching_cost`, term by term, for the targets of a real scene and $N = 8$ random
+# The cost itself, `course_lib.topics.detr.matching_cost`, term by term, for the targets of a real scene and $N = 8$ random
 # predictions (random logits; random boxes in normalised cxcywh), so the matched pairs are whatever fits least badly:
 
 # %%
-detr_cfg = course_lib.recipes.detr_shapes_settings()
+detr_cfg = course_lib.zoo.settings("detr_shapes")
 generator = seed_everything(7)
-scene_targets = course_lib.detr.scene_targets(scenes["labels"], scenes["boxes"], IMAGE)
+scene_targets = course_lib.topics.detr.scene_targets(scenes["labels"], scenes["boxes"], IMAGE)
 random_logits = 2 * torch.randn(1, 8, 4, generator=generator)  # (B, N, K + 1)
 random_boxes = torch.cat([0.15 + 0.7 * torch.rand(1, 8, 2, generator=generator),
                           0.1 + 0.3 * torch.rand(1, 8, 2, generator=generator)], -1)  # (B, N, 4)
 out = {"logits": random_logits, "boxes": random_boxes}
 logits0, boxes0, target0 = out["logits"][0], out["boxes"][0], scene_targets[0]
-cost = course_lib.detr.matching_cost(logits0, boxes0, target0["labels"], target0["boxes"])  # (N, G)
+cost = course_lib.topics.detr.matching_cost(logits0, boxes0, target0["labels"], target0["boxes"])  # (N, G)
 class_term = -logits0.softmax(-1)[:, target0["labels"]]
 l1_term = (boxes0[:, None, :] - target0["boxes"][None, :, :]).abs().sum(-1)
 giou_term = -pairwise_giou(cxcywh_to_xyxy(boxes0), cxcywh_to_xyxy(target0["boxes"]))
 assert torch.allclose(cost, 1 * class_term + 5 * l1_term + 2 * giou_term, atol=1e-6)
-rows, cols = course_lib.detr.hungarian_match(cost)
+rows, cols = course_lib.topics.detr.hungarian_match(cost)
 fig, axes = plt.subplots(1, 4, figsize=(12, 3.2))
 for ax, (name, matrix) in zip(axes, [("-p(c)", class_term), ("L1", l1_term), ("-GIoU", giou_term), ("cost = 1, 5, 2 weighted", cost)]):
     shown = ax.imshow(matrix.numpy(), cmap="viridis", aspect="auto")
@@ -564,7 +564,7 @@ plt.show()
 # $$
 #
 # Most of the $N$ queries are matched to $\varnothing$; the weight 0.1 on their log-probability (the official code's `eos_coef`) keeps
-# "no object" from dominating the class loss. In the official code, and in `course_lib.detr.set_loss`, the cross entropy is the
+# "no object" from dominating the class loss. In the official code, and in `course_lib.topics.detr.set_loss`, the cross entropy is the
 # class-weighted **mean** over all queries of the batch (what `F.cross_entropy(..., weight=w)` computes: $\sum_i w_{c_i} \ell_i / \sum_i w_{c_i}$), and
 # the L1 and GIoU sums are divided by the number of target boxes in the batch. The same loss is applied to the output of
 # every decoder layer (auxiliary losses, each layer matched on its own).
@@ -573,7 +573,7 @@ plt.show()
 # leaves the loss unchanged (the matching follows the shuffle), which a loss without matching would fail.
 
 # %%
-loss = course_lib.detr.set_loss(out["logits"], out["boxes"], scene_targets[:1], num_classes=3)
+loss = course_lib.topics.detr.set_loss(out["logits"], out["boxes"], scene_targets[:1], num_classes=3)
 target_classes = torch.full((len(logits0),), 3)
 target_classes[rows] = target0["labels"][cols]
 weights = torch.where(target_classes == 3, 0.1, 1.0)
@@ -586,7 +586,7 @@ assert torch.allclose(loss["loss_ce"], ce_by_hand, atol=1e-6) and torch.allclose
 assert torch.allclose(loss["loss_giou"], giou_by_hand, atol=1e-6)
 
 shuffle = torch.randperm(len(logits0), generator=torch.Generator().manual_seed(0))
-shuffled = course_lib.detr.set_loss(out["logits"][:, shuffle], out["boxes"][:, shuffle], scene_targets[:1], num_classes=3)
+shuffled = course_lib.topics.detr.set_loss(out["logits"][:, shuffle], out["boxes"][:, shuffle], scene_targets[:1], num_classes=3)
 def order_based_l1(boxes):
     """What a loss without matching would do: compare query k with target k."""
     return F.l1_loss(boxes[0, :len(cols)], target0["boxes"])
@@ -621,7 +621,7 @@ assert torch.allclose(loss["total"], shuffled["total"], atol=1e-5)
 # ### D.1 Tokens from the backbone
 
 # %%
-model = course_lib.detr.TinyDETR(**detr_cfg.model).eval()  # the library model: we reuse its weights below
+model = course_lib.topics.detr.TinyDETR(**detr_cfg.model).eval()  # the library model: we reuse its weights below
 images = scenes["images"][:4]  # (4, 3, 48, 48)
 with torch.no_grad():
     feature_map = model.backbone.features(images, "conv3")  # (4, 64, 12, 12): SmallCNN's last stage
@@ -642,7 +642,7 @@ print(f"images {tuple(images.shape)} -> SmallCNN conv3 {tuple(feature_map.shape)
 # $$
 #
 # a geometric ladder of wavelengths from $2\pi$ to about $2\pi T$. The embedding is added to the queries and keys of every attention
-# layer, and never to the values. Written out with loops, against `course_lib.detr.sine_position_embedding`:
+# layer, and never to the values. Written out with loops, against `course_lib.topics.detr.sine_position_embedding`:
 
 # %%
 def my_sine_position(height, width, dim, temperature=10_000.0):
@@ -660,7 +660,7 @@ def my_sine_position(height, width, dim, temperature=10_000.0):
 
 
 my_pos = my_sine_position(12, 12, 64)
-assert torch.allclose(my_pos, course_lib.detr.sine_position_embedding(12, 12, 64), atol=1e-5)
+assert torch.allclose(my_pos, course_lib.topics.detr.sine_position_embedding(12, 12, 64), atol=1e-5)
 similarity = F.normalize(my_pos, dim=-1) @ F.normalize(my_pos, dim=-1).T  # (144, 144)
 fig, axes = plt.subplots(1, 5, figsize=(13, 2.6))
 for ax, channel in zip(axes[:3], (0, 6, 33)):
@@ -751,19 +751,19 @@ assert torch.allclose(my_predictions[-1][0], library_out["logits"], atol=1e-5)
 assert torch.allclose(my_predictions[-1][1], library_out["boxes"], atol=1e-6)
 assert all(torch.allclose(mine[0], lib[0], atol=1e-5) for mine, lib in zip(my_predictions[:-1], library_out["aux"]))
 assert all(torch.allclose(mine, lib, atol=1e-6) for mine, lib in zip(my_crosses, library_out["cross_attention"]))
-print("step-by-step build == course_lib.detr.TinyDETR (class logits, boxes, auxiliary outputs, cross-attention)")
+print("step-by-step build == course_lib.topics.detr.TinyDETR (class logits, boxes, auxiliary outputs, cross-attention)")
 print(f"outputs: logits {tuple(library_out['logits'].shape)}, boxes {tuple(library_out['boxes'].shape)}, "
       f"{len(library_out['aux'])} auxiliary outputs, cross-attention {len(my_crosses)} x {tuple(my_crosses[0].shape)}")
-print("parameters:", vars(course_lib.detr.describe(detr_cfg.model)))
+print("parameters:", vars(course_lib.topics.detr.describe(detr_cfg.model)))
 
 # %% [markdown]
 # ### D.4 Training
 #
-# `course_lib.recipes.detr_shapes` made the shipped checkpoint; its settings and the training function:
+# `course_lib.zoo.detr_shapes` made the shipped checkpoint; its settings and the training function:
 
 # %%
-print(inspect.getsource(course_lib.recipes.detr_shapes_settings))
-print(inspect.getsource(course_lib.detr.train_detr))
+print(inspect.getsource(course_lib.zoo.detr_shapes.settings))
+print(inspect.getsource(course_lib.topics.detr.train_detr))
 
 # %% [markdown]
 # DETR is known to converge slowly (the paper trains for 300-500 epochs). Four things make it train in minutes here:
@@ -772,35 +772,35 @@ print(inspect.getsource(course_lib.detr.train_detr))
 # fresh scenes. The same steps, with the active profile's settings, recording the three loss terms of the last layer:
 
 # %%
-cfg = course_lib.recipes.detr_shapes_settings()
+cfg = course_lib.zoo.settings("detr_shapes")
 print({k: v for k, v in vars(cfg).items() if k != "model"})
 generator = seed_everything(0)
-detr_model = course_lib.detr.TinyDETR(**cfg.model).to(DEVICE)
-optimizer = torch.optim.AdamW(course_lib.detr.parameter_groups(detr_model, cfg.lr, cfg.backbone_lr, cfg.weight_decay))
+detr_model = course_lib.topics.detr.TinyDETR(**cfg.model).to(DEVICE)
+optimizer = torch.optim.AdamW(course_lib.topics.detr.parameter_groups(detr_model, cfg.lr, cfg.backbone_lr, cfg.weight_decay))
 detr_terms = []
 
 
 def detr_step_loss(model, batch):
     images_b, labels_b, boxes_b = batch
-    targets_b = course_lib.detr.scene_targets(labels_b.cpu(), boxes_b.cpu(), images_b.shape[-1])
-    losses = course_lib.detr.detr_loss(model, model(images_b), targets_b, aux=cfg.aux_loss)
+    targets_b = course_lib.topics.detr.scene_targets(labels_b.cpu(), boxes_b.cpu(), images_b.shape[-1])
+    losses = course_lib.topics.detr.detr_loss(model, model(images_b), targets_b, aux=cfg.aux_loss)
     detr_terms.append({k: losses[k].item() for k in ("loss_ce", "loss_l1", "loss_giou")})
     return losses["total"]
 
 
 eval_scenes = {k: v[:per_profile(ci=dict(n=100), cpu=dict(n=200), gpu=dict(n=200)).n]
-               for k, v in course_lib.detr.evaluation_scenes(200).items()}
-detr_history = fit(detr_model, detr_step_loss, course_lib.detr.shapes_batches(cfg.batch_size, seed=0), steps=cfg.steps,
+               for k, v in course_lib.topics.detr.evaluation_scenes(200).items()}
+detr_history = fit(detr_model, detr_step_loss, course_lib.topics.detr.shapes_batches(cfg.batch_size, seed=0), steps=cfg.steps,
                    optimizer=optimizer, device=DEVICE, scheduler=warmup_cosine(optimizer, cfg.warmup_steps, cfg.steps),
                    clip_grad_norm=cfg.clip_grad_norm, desc="tiny DETR on shapes",
-                   eval_fn=lambda m: {"map50": course_lib.detr.evaluate_detr(m, eval_scenes)["map50"]},
+                   eval_fn=lambda m: {"map50": course_lib.topics.detr.evaluate_detr(m, eval_scenes)["map50"]},
                    eval_every=max(cfg.steps // 5, 1))
 print(f"after {cfg.steps} steps ({detr_history.wall_time_s:.0f} s): mAP@0.5 on {len(eval_scenes['images'])} held-out scenes "
       f"{detr_history.last_eval()['map50']:.3f}")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
-course_lib.plotting.plot_losses(detr_history, smooth=10, ax=axes[0], title="total loss, summed over the 3 decoder layers",
+course_lib.core.plotting.plot_losses(detr_history, smooth=10, ax=axes[0], title="total loss, summed over the 3 decoder layers",
                                 labels=["train, 10-step mean"])
 for name in detr_terms[0]:
     axes[1].plot([t[name] for t in detr_terms], label=name, alpha=0.8)
@@ -830,8 +830,8 @@ plt.show()
 # %%
 hand_recall = np.array([0.25, 0.25, 0.5, 0.75, 0.75])
 hand_precision = np.array([1, 1 / 2, 2 / 3, 3 / 4, 3 / 5])
-print(f"AP of the hand-made example: {course_lib.boxes.average_precision(hand_recall, hand_precision):.4f} (expected 0.625)")
-assert abs(course_lib.boxes.average_precision(hand_recall, hand_precision) - 0.625) < 1e-12
+print(f"AP of the hand-made example: {course_lib.topics.boxes.average_precision(hand_recall, hand_precision):.4f} (expected 0.625)")
+assert abs(course_lib.topics.boxes.average_precision(hand_recall, hand_precision) - 0.625) < 1e-12
 
 rng = np.random.default_rng(7)
 grid_r = np.linspace(0, 1, 20_001)[1:]
@@ -841,7 +841,7 @@ for _ in range(per_profile(ci=dict(n=5), cpu=dict(n=30), gpu=dict(n=30)).n):
     tp = np.cumsum(hits)
     recall, precision = tp / n_gt, tp / np.arange(1, 21)
     envelope = np.array([precision[recall >= r].max() if (recall >= r).any() else 0.0 for r in grid_r])
-    assert abs(course_lib.boxes.average_precision(recall, precision) - envelope.mean()) < 1e-3
+    assert abs(course_lib.topics.boxes.average_precision(recall, precision) - envelope.mean()) < 1e-3
 print("average_precision == the brute-force area under the envelope on random rankings")
 
 # %% [markdown]
@@ -851,13 +851,13 @@ print("average_precision == the brute-force area under the envelope on random ra
 # model with the same architecture:
 
 # %%
-detr = course_lib.recipes.load_shipped("detr_shapes", DEVICE)
-entry = course_lib.checkpointing.read_manifest()["detr_shapes"]  # the recipe and the numbers it reached
+detr = course_lib.zoo.load_shipped("detr_shapes", DEVICE)
+entry = course_lib.core.checkpointing.read_manifest()["detr_shapes"]  # the recipe and the numbers it reached
 print("manifest metrics:", entry["metrics"])
 n_eval = per_profile(ci=dict(n=200), cpu=dict(n=500), gpu=dict(n=500)).n
-held_out = course_lib.detr.evaluation_scenes(n_eval)
-shipped = course_lib.detr.evaluate_detr(detr, held_out)
-floor = course_lib.detr.random_init_reference(cfg.model, held_out)
+held_out = course_lib.topics.detr.evaluation_scenes(n_eval)
+shipped = course_lib.topics.detr.evaluate_detr(detr, held_out)
+floor = course_lib.topics.detr.random_init_reference(cfg.model, held_out)
 print(f"shipped detr_shapes on {n_eval} held-out scenes: mAP@0.5 {shipped['map50']:.3f} "
       f"(AP circle/square/triangle {', '.join(f'{a:.3f}' for a in shipped['ap50'])}); "
       f"{shipped['matched']}/{shipped['total']} boxes found (right class, IoU >= 0.5, score >= 0.5), "
@@ -866,15 +866,15 @@ print(f"untrained model: mAP@0.5 {floor['map50']:.4f}")
 assert shipped["map50"] > 0.5 and shipped["map50"] > floor["map50"] + 0.3
 
 # %%
-predictions = course_lib.detr.predict(detr, held_out["images"])
-targets_px = course_lib.detr.pixel_targets(held_out)
+predictions = course_lib.topics.detr.predict(detr, held_out["images"])
+targets_px = course_lib.topics.detr.pixel_targets(held_out)
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), width_ratios=[1.2, 1])
 for c, name in enumerate(SHAPE_CLASSES):
-    recall, precision, n_gt = course_lib.boxes.precision_recall(predictions, targets_px, c)
+    recall, precision, n_gt = course_lib.topics.boxes.precision_recall(predictions, targets_px, c)
     envelope = np.maximum.accumulate(precision[::-1])[::-1]
     line = axes[0].plot(recall, precision, alpha=0.4)[0]
     axes[0].step(recall, envelope, where="pre", color=line.get_color(),
-                 label=f"{name}: AP {course_lib.boxes.average_precision(recall, precision):.3f}")
+                 label=f"{name}: AP {course_lib.topics.boxes.average_precision(recall, precision):.3f}")
 axes[0].set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
             title="precision-recall (faint) and its envelope, IoU >= 0.5")
 axes[0].legend(fontsize=8, loc="lower left")
@@ -926,7 +926,7 @@ def draw_query(axes, image, query, layer):
                color="r", lw=2, fontsize=8)
     axes[0].set_title(f"scene {image}, query {query}, decoder layer {layer}", fontsize=9)
     attention = widget_out["cross_attention"][layer][image, :, query].mean(0).reshape(grid_h, grid_w).cpu()
-    course_lib.plotting.overlay_heatmap(picture, attention, ax=axes[1], alpha=0.55)
+    course_lib.core.plotting.overlay_heatmap(picture, attention, ax=axes[1], alpha=0.55)
     x0, y0, x1, y1 = boxes_px[query].tolist()
     axes[1].add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color="w", lw=1.5))
     axes[1].set_title(f"cross-attention, heads averaged (max {attention.max():.2f})", fontsize=9)
@@ -935,7 +935,7 @@ def draw_query(axes, image, query, layer):
     axes[2].set(xlim=(0, 1), title="class probabilities")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_query, ncols=3, figsize=(12, 3.6),
     image=ipywidgets.IntSlider(value=0, min=0, max=len(widget_images) - 1, description="scene"),
     query=ipywidgets.IntSlider(value=int(widget_out["logits"][0].softmax(-1)[:, :-1].max(-1).values.argmax()),
@@ -1004,14 +1004,14 @@ generator = seed_everything(8)
 mask_logits = 4 * torch.randn(5, 48 * 48, generator=generator)
 target_bits = (torch.rand(5, 48 * 48, generator=generator) > 0.7).float()
 bce = F.binary_cross_entropy_with_logits(mask_logits, target_bits, reduction="none").mean(-1)
-focal_0 = course_lib.maskformer.sigmoid_focal_loss(mask_logits, target_bits, alpha=None, gamma=0.0)
-focal_2 = course_lib.maskformer.sigmoid_focal_loss(mask_logits, target_bits, alpha=None, gamma=2.0)
+focal_0 = course_lib.topics.maskformer.sigmoid_focal_loss(mask_logits, target_bits, alpha=None, gamma=0.0)
+focal_2 = course_lib.topics.maskformer.sigmoid_focal_loss(mask_logits, target_bits, alpha=None, gamma=2.0)
 assert torch.allclose(focal_0, bce, atol=1e-6) and (focal_2 <= bce).all()
 scene_m = next(i for i in range(len(held_out["images"])) if held_out["counts"][i] == 3)  # a scene with 3 objects
 object_masks = held_out["masks"][scene_m].float()  # (3, 48, 48)
 confident = 30 * (2 * object_masks - 1)  # logits: +30 inside, -30 outside
-dice_same = course_lib.maskformer.dice_loss(confident, object_masks)
-dice_other = course_lib.maskformer.dice_loss(confident.roll(1, dims=0), object_masks)
+dice_same = course_lib.topics.maskformer.dice_loss(confident, object_masks)
+dice_other = course_lib.topics.maskformer.dice_loss(confident.roll(1, dims=0), object_masks)
 print(f"focal(gamma = 0, no alpha) == BCE: {bce.numpy().round(4)}; focal(gamma = 2) = {focal_2.numpy().round(4)}")
 print(f"dice of each object mask with itself {dice_same.numpy().round(6)}, with another object's mask {dice_other.numpy().round(4)}")
 assert (dice_same < 1e-6).all() and (dice_other > 0.9).all()
@@ -1046,12 +1046,12 @@ class_logits = torch.randn(5, 4, generator=generator)
 class_logits[1, true_labels[0]] += 2
 class_logits[2, true_labels[2]] += 2
 class_logits[4, (true_labels[1] + 1) % 3] += 2  # the eroded mask says the wrong class
-loss_m = course_lib.maskformer.mask_classification_loss(class_logits, pred_mask_logits, true_labels, true_masks)
+loss_m = course_lib.topics.maskformer.mask_classification_loss(class_logits, pred_mask_logits, true_labels, true_masks)
 rows_m, cols_m = loss_m["matches"]
-cost_m = course_lib.maskformer.mask_matching_cost(class_logits, pred_mask_logits, true_labels, true_masks)
-assert course_lib.detr.brute_force_match(cost_m)[0].tolist() == rows_m[torch.argsort(cols_m)].tolist()
-by_hand_m = (loss_m["loss_ce"] + 20 * course_lib.maskformer.sigmoid_focal_loss(pred_mask_logits[rows_m], true_masks[cols_m]).mean()
-             + course_lib.maskformer.dice_loss(pred_mask_logits[rows_m], true_masks[cols_m]).mean())
+cost_m = course_lib.topics.maskformer.mask_matching_cost(class_logits, pred_mask_logits, true_labels, true_masks)
+assert course_lib.topics.detr.brute_force_match(cost_m)[0].tolist() == rows_m[torch.argsort(cols_m)].tolist()
+by_hand_m = (loss_m["loss_ce"] + 20 * course_lib.topics.maskformer.sigmoid_focal_loss(pred_mask_logits[rows_m], true_masks[cols_m]).mean()
+             + course_lib.topics.maskformer.dice_loss(pred_mask_logits[rows_m], true_masks[cols_m]).mean())
 assert torch.allclose(loss_m["total"], by_hand_m, atol=1e-5)
 print(f"matched (query -> object): {dict(zip(rows_m.tolist(), cols_m.tolist()))}; "
       + ", ".join(f"{k} {v.item():.4f}" for k, v in loss_m.items() if k != "matches"))
@@ -1094,7 +1094,7 @@ plt.show()
 # omits the scaling; the implementation, standard multi-head attention, divides $QK^\top$ by $\sqrt{D_h}$ as usual). Adding $-\infty$ before the softmax gives those pixels weight exactly $e^{-\infty} = 0$, and the remaining weights
 # still sum to 1. The edge case: if query $i$'s mask is empty, its whole row is $-\infty$, and the softmax computes
 # $e^{-\infty} / \sum e^{-\infty} = 0 / 0 = \text{NaN}$, which then spreads to every later layer. The official code resets such rows to attend
-# everywhere; `course_lib.maskformer.attention_mask(..., fix_empty=True)` does the same.
+# everywhere; `course_lib.topics.maskformer.attention_mask(..., fix_empty=True)` does the same.
 #
 # > **Common confusion:** the sign of a boolean mask. In `torch.nn.MultiheadAttention`, `attn_mask=True` means "may **not**
 # > attend"; in `F.scaled_dot_product_attention` and in chapter 04's `scaled_dot_product_attention`, `True` means "may attend".
@@ -1108,14 +1108,14 @@ plt.show()
 generator = seed_everything(10)
 q_m, k_m, v_m = torch.randn(1, 4, 16, generator=generator), torch.randn(1, 144, 16, generator=generator), torch.randn(1, 144, 16, generator=generator)
 everything = torch.full((1, 4, 144), 5.0)
-out_all, _ = course_lib.maskformer.masked_attention(q_m, k_m, v_m, everything)
+out_all, _ = course_lib.topics.maskformer.masked_attention(q_m, k_m, v_m, everything)
 assert torch.allclose(out_all, F.scaled_dot_product_attention(q_m, k_m, v_m), atol=1e-6)
 previous = torch.full((1, 4, 144), -5.0)
 previous[0, 0, :20] = 5.0  # query 0: 20 pixels on
 previous[0, 1, 50:60] = 5.0  # query 1: 10 pixels on
 previous[0, 2, ::2] = 5.0  # query 2: every other pixel; query 3: empty
-out_broken, w_broken = course_lib.maskformer.masked_attention(q_m, k_m, v_m, previous, fix_empty=False)
-out_fixed, w_fixed = course_lib.maskformer.masked_attention(q_m, k_m, v_m, previous)
+out_broken, w_broken = course_lib.topics.maskformer.masked_attention(q_m, k_m, v_m, previous, fix_empty=False)
+out_fixed, w_fixed = course_lib.topics.maskformer.masked_attention(q_m, k_m, v_m, previous)
 print("NaN per query, without the fix:", torch.isnan(out_broken[0]).any(-1).tolist())
 print("NaN per query, with the fix   :", torch.isnan(out_fixed[0]).any(-1).tolist())
 assert torch.isnan(out_broken[0, 3]).all() and not torch.isnan(out_fixed).any()
@@ -1139,21 +1139,21 @@ attn_module = detr.decoder[-1].cross_attn
 query_in, key_in, value_in = captured["inputs"]
 split = lambda x: x.reshape(1, -1, attn_module.heads, x.shape[-1] // attn_module.heads).transpose(1, 2)  # (1, H, n, D_h)
 q_a, k_a, v_a = split(attn_module.q(query_in)), split(attn_module.k(key_in)), split(attn_module.v(value_in))
-targets_a = course_lib.detr.scene_targets(held_out["labels"][scene_a:scene_a + 1], held_out["boxes"][scene_a:scene_a + 1], IMAGE)
-rows_a, cols_a = course_lib.detr.match_batch(out_a["logits"].cpu(), out_a["boxes"].cpu(), targets_a)[0]
+targets_a = course_lib.topics.detr.scene_targets(held_out["labels"][scene_a:scene_a + 1], held_out["boxes"][scene_a:scene_a + 1], IMAGE)
+rows_a, cols_a = course_lib.topics.detr.match_batch(out_a["logits"].cpu(), out_a["boxes"].cpu(), targets_a)[0]
 pooled = F.avg_pool2d(held_out["masks"][scene_a][:3].float()[None], 4)[0].flatten(1)  # (3, 144): fraction of each token inside
 mask_logits_a = torch.full((cfg.model["num_queries"], 144), -10.0)
 mask_logits_a[rows_a] = torch.where(pooled[cols_a] >= 0.25, 10.0, -10.0)  # matched queries: their object's tokens
 with torch.no_grad():
     _, w_plain = scaled_dot_product_attention(q_a, k_a, v_a)
-    _, w_masked = course_lib.maskformer.masked_attention(q_a, k_a, v_a, mask_logits_a[None, None].expand(1, attn_module.heads, -1, -1))
+    _, w_masked = course_lib.topics.maskformer.masked_attention(q_a, k_a, v_a, mask_logits_a[None, None].expand(1, attn_module.heads, -1, -1))
 assert torch.allclose(w_plain, out_a["cross_attention"][-1].cpu(), atol=1e-6)  # the captured inputs reproduce the model
 unmatched = next(q for q in range(cfg.model["num_queries"]) if q not in rows_a.tolist())
 shown_queries = rows_a.tolist() + [unmatched]
 fig, axes = plt.subplots(1, 2 * len(shown_queries), figsize=(3.0 * len(shown_queries), 2.4))
 for n, q in enumerate(shown_queries):
     for m, (name, weights_) in enumerate([("plain", w_plain), ("masked", w_masked)]):
-        course_lib.plotting.overlay_heatmap(held_out["images"][scene_a], weights_[0, :, q].mean(0).reshape(12, 12), ax=axes[2 * n + m], alpha=0.55)
+        course_lib.core.plotting.overlay_heatmap(held_out["images"][scene_a], weights_[0, :, q].mean(0).reshape(12, 12), ax=axes[2 * n + m], alpha=0.55)
         axes[2 * n + m].set_title(f"query {q}{' (unmatched)' if q == unmatched else ''}\n{name}", fontsize=8)
 plt.show()
 
@@ -1165,7 +1165,7 @@ plt.show()
 # run the check cell, and reveal the reference only when stuck.
 #
 # **Exercise 1: GIoU.** Write `my_giou(a, b)` for xyxy boxes of shape $(..., 4)$ (broadcasting), returning $(...)$. Do not
-# call `course_lib.boxes`.
+# call `course_lib.topics.boxes`.
 
 # %% tags=["exercise"]
 def my_giou(a, b):
@@ -1183,14 +1183,14 @@ generator = seed_everything(11)
 giou_inputs = [(random_a[:50].float(), random_b[:50].float()),
                (torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[5.0, 5, 6, 7]])),  # disjoint
                (random_a[:3, None, :].float(), random_b[None, :4, :].float())]  # broadcast to (3, 4)
-course_lib.check.check_function(my_giou, course_lib.boxes.giou, giou_inputs)
+course_lib.core.check.check_function(my_giou, course_lib.topics.boxes.giou, giou_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.boxes.giou)
+course_lib.core.check.show_solution(course_lib.topics.boxes.giou)
 
 # %% [markdown]
 # **Exercise 2: NMS.** Write `my_nms(boxes, scores, threshold)` returning the indices of the kept boxes as a `long` tensor,
-# in decreasing score. Use `course_lib.boxes.pairwise_iou` if you like.
+# in decreasing score. Use `course_lib.topics.boxes.pairwise_iou` if you like.
 
 # %% tags=["exercise"]
 def my_nms(boxes, scores, threshold):
@@ -1212,10 +1212,10 @@ for n_boxes, threshold in [(30, 0.5), (60, 0.3), (10, 0.9)]:
     corner = 20 * torch.rand(n_boxes, 2, generator=generator)
     nms_inputs.append((torch.cat([corner, corner + 2 + 10 * torch.rand(n_boxes, 2, generator=generator)], 1),
                        torch.rand(n_boxes, generator=generator), threshold))
-course_lib.check.check_function(my_nms, nms, nms_inputs)
+course_lib.core.check.check_function(my_nms, nms, nms_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.boxes.nms)
+course_lib.core.check.show_solution(course_lib.topics.boxes.nms)
 
 # %% [markdown]
 # **Exercise 3: DETR's matching cost.** Write `my_matching_cost(logits, boxes, target_labels, target_boxes)`: logits $(N, K+1)$,
@@ -1240,10 +1240,10 @@ for n_q, n_t in [(8, 3), (5, 1), (4, 4)]:
     all_boxes = torch.cat([centre, size], 1)
     cost_inputs.append((torch.randn(n_q, 4, generator=generator), all_boxes[:n_q],
                         torch.randint(0, 3, (n_t,), generator=generator), all_boxes[n_q:]))
-course_lib.check.check_function(my_matching_cost, course_lib.detr.matching_cost, cost_inputs)
+course_lib.core.check.check_function(my_matching_cost, course_lib.topics.detr.matching_cost, cost_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.detr.matching_cost)
+course_lib.core.check.show_solution(course_lib.topics.detr.matching_cost)
 
 # %% [markdown]
 # **Exercise 4: the dice loss.** Write `my_dice_loss(mask_logits, target_masks)`: both $(M, H, W)$, the first logits; return
@@ -1260,10 +1260,10 @@ def my_dice_loss(mask_logits, target_masks):
 generator = seed_everything(14)
 dice_inputs = [(3 * torch.randn(4, 12, 12, generator=generator), (torch.rand(4, 12, 12, generator=generator) > 0.5).float()),
                (confident, object_masks), (torch.zeros(2, 5, 5), torch.zeros(2, 5, 5))]
-course_lib.check.check_function(my_dice_loss, course_lib.maskformer.dice_loss, dice_inputs)
+course_lib.core.check.check_function(my_dice_loss, course_lib.topics.maskformer.dice_loss, dice_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.maskformer.dice_loss)
+course_lib.core.check.show_solution(course_lib.topics.maskformer.dice_loss)
 
 # %% [markdown]
 # ---

@@ -10,9 +10,9 @@
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 315
-#         source: the chapter's table before course_lib.timing, commit f1f2cf2 (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit f1f2cf2 (nbval/nbconvert)
 #       gpu:
-#         note: 'no GPU where the course was timed; the shipped recipe (`python -m course_lib.train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits'
+#         note: 'no GPU where the course was timed; the shipped recipe (`python -m course_lib.zoo train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits'
 #         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -61,7 +61,7 @@
 # |---|---|---|
 # | `ci` | the tiny CLIP for 40 steps (batch 64) on 5,000 digits (a smoke test: about 0.25 zero-shot); section C on the first 2,000 test digits | 12 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs): zero-shot accuracy 0.9885 on 2,000 test digits, the loss 0.05 nats above its floor (training 4 min 29 s) | 5 min 15 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
-# | `gpu` | the shipped recipe: 2,000 steps of batch 128, digits shifted by up to 2 pixels | not measured: no GPU where the course was timed; the shipped recipe (`python -m course_lib.train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits |
+# | `gpu` | the shipped recipe: 2,000 steps of batch 128, digits shifted by up to 2 pixels | not measured: no GPU where the course was timed; the shipped recipe (`python -m course_lib.zoo train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits |
 #
 # Whatever the profile, sections C and D use the shipped checkpoint `clip_mnist`. Set the profile before starting
 # JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
@@ -78,18 +78,19 @@ import torch.nn.functional as F
 from torch import nn
 
 import course_lib
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.clip
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.clip
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.clip import (DIGIT_WORDS, HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, TinyCLIP, WordTokenizer, clip_loss,
-                             clip_loss_gradient, cosine_similarity_matrix, fill_template, image_to_text_loss)
-from course_lib.cnn import SmallCNN
 from course_lib.data import load_mnist
-from course_lib.vit import Block
+from course_lib.topics.clip import (DIGIT_WORDS, HELD_OUT_TEMPLATES, TRAIN_TEMPLATES, TinyCLIP, WordTokenizer,
+                                    clip_loss, clip_loss_gradient, cosine_similarity_matrix, fill_template,
+                                    image_to_text_loss)
+from course_lib.topics.cnn import SmallCNN
+from course_lib.topics.vit import Block
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -382,7 +383,7 @@ plt.show()
 #
 # Real CLIP uses byte-pair encoding over 49,152 tokens. Our captions use 30 words, so a word-level tokenizer does: split on white
 # space after lower-casing, look each word up, append an end-of-text token `<eot>`, and pad with `<pad>` (id 0) to a fixed
-# context length $L = 8$. Built here, then compared with `course_lib.clip.WordTokenizer`.
+# context length $L = 8$. Built here, then compared with `course_lib.topics.clip.WordTokenizer`.
 
 # %%
 def chapter_vocabulary(captions):
@@ -400,7 +401,7 @@ def chapter_encode(caption, vocabulary, context_length=8):
 train_captions = [fill_template(t, k) for t in TRAIN_TEMPLATES for k in range(10)]  # 60 captions
 vocabulary = chapter_vocabulary(train_captions)
 print(f"{len(vocabulary)} tokens: {vocabulary}")
-tokenizer = course_lib.clip.mnist_tokenizer()
+tokenizer = course_lib.topics.clip.mnist_tokenizer()
 assert vocabulary == tokenizer.vocabulary
 chapter_tokens = torch.tensor([chapter_encode(c, vocabulary) for c in train_captions])  # (60, 8)
 assert torch.equal(chapter_tokens, tokenizer.encode(train_captions))
@@ -475,7 +476,7 @@ print("attention mask for 'the number seven' (rows: queries, columns: keys; 1 = 
 print(causal_mask[0].int().numpy())
 
 # %% [markdown]
-# The library version, `course_lib.clip.TinyCLIP`, is the same model (with input checks, `"mean"` pooling and a non-causal option, and its
+# The library version, `course_lib.topics.clip.TinyCLIP`, is the same model (with input checks, `"mean"` pooling and a non-causal option, and its
 # own tokenizer). Same weights, same outputs:
 
 # %%
@@ -497,7 +498,7 @@ print(f"untrained loss on this batch {clip_loss(theirs):.3f} vs log 6 = {math.lo
 # ### B.4 Training, and the loss floor that ten classes impose
 #
 # Each step draws a batch of digits, gives each a caption from a random training template, and takes an AdamW step on $\mathcal{L}$
-# (`course_lib.clip.clip_training_loss`). Weight decay applies to the weight matrices only: decaying `logit_scale` would pull $1/\tau$
+# (`course_lib.topics.clip.clip_training_loss`). Weight decay applies to the weight matrices only: decaying `logit_scale` would pull $1/\tau$
 # towards 1.
 #
 # > **Common confusion: "the contrastive loss should go to zero".** Not here, and not on any data with repeated classes. In a batch of
@@ -509,7 +510,7 @@ print(f"untrained loss on this batch {clip_loss(theirs):.3f} vs log 6 = {math.lo
 
 # %%
 generator = seed_everything(5)
-cfg = course_lib.recipes.clip_mnist_settings()
+cfg = course_lib.zoo.settings("clip_mnist")
 floors = []
 for _ in range(2000):
     labels = y_train[torch.randint(len(y_train), (cfg.batch_size,), generator=generator)]
@@ -520,7 +521,7 @@ print(f"batch of {cfg.batch_size}: loss floor E[mean log n_y] = {loss_floor:.3f}
 # %%
 print(f"profile {cfg.profile}: {cfg.steps} steps of batch {cfg.batch_size} on {cfg.n_train:,} digits; "
       f"max shift {cfg.max_shift} px")
-model, history = course_lib.clip.train_clip(cfg, seed=0)
+model, history = course_lib.topics.clip.train_clip(cfg, seed=0)
 print(f"trained in {history.wall_time_s:.1f} s; last evaluation on {cfg.n_eval:,} test digits: {history.last_eval()}")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
@@ -543,12 +544,12 @@ assert history.losses[0] > loss_floor and min(history.losses) > loss_floor - 0.3
 # ### B.5 The shipped model
 #
 # The rest of the chapter uses the checkpoint `clip_mnist`, trained by the `gpu` recipe
-# (`python -m course_lib.train clip_mnist --profile gpu`). It is rebuilt from its manifest entry, and the chapter's own `ChapterCLIP`
+# (`python -m course_lib.zoo train clip_mnist --profile gpu`). It is rebuilt from its manifest entry, and the chapter's own `ChapterCLIP`
 # gives the same logits with its weights.
 
 # %%
-clip_model = course_lib.recipes.load_shipped("clip_mnist", DEVICE)
-entry = course_lib.checkpointing.read_manifest()["clip_mnist"]
+clip_model = course_lib.zoo.load_shipped("clip_mnist", DEVICE)
+entry = course_lib.core.checkpointing.read_manifest()["clip_mnist"]
 print(f"shipped: {entry['parameters']:,} parameters, {entry['size_bytes'] / 1e6:.2f} MB, trained {entry['recipe']['steps']} "
       f"steps in {entry['wall_time_s']:.0f} s on {entry['device']}\nmetrics: {entry['metrics']}")
 print(f"learned temperature tau = {1 / clip_model.scale().item():.4f} (1/tau = {clip_model.scale().item():.2f}; started at 0.07)")
@@ -584,14 +585,14 @@ with torch.no_grad():
 # %%
 n_test = per_profile(ci=dict(n=2_000), cpu=dict(n=10_000), gpu=dict(n=10_000)).n  # ci: the first 2,000 only, for time
 x_eval, y_eval = x_test[:n_test], y_test[:n_test]
-test_features = course_lib.clip.image_features(clip_model, x_eval)  # (n_test, 128) pooled conv3, before the projection
+test_features = course_lib.topics.clip.image_features(clip_model, x_eval)  # (n_test, 128) pooled conv3, before the projection
 with torch.no_grad():
     test_embeddings = F.normalize(clip_model.image_encoder.head(test_features.to(DEVICE)), dim=-1).cpu()  # (n_test, E)
-assert torch.allclose(test_embeddings[:100], course_lib.clip.image_embeddings(clip_model, x_test[:100]), atol=1e-5)
+assert torch.allclose(test_embeddings[:100], course_lib.topics.clip.image_embeddings(clip_model, x_test[:100]), atol=1e-5)
 print(f"{n_test:,} test digits")
-per_template = torch.stack([course_lib.clip.class_embeddings(clip_model, t) for t in TRAIN_TEMPLATES]).cpu()  # (T, 10, E)
+per_template = torch.stack([course_lib.topics.clip.class_embeddings(clip_model, t) for t in TRAIN_TEMPLATES]).cpu()  # (T, 10, E)
 mean_of_units = per_template.mean(dim=0)  # (10, E), shorter than 1
-ensemble = course_lib.clip.ensemble_embeddings(per_template)  # (10, E), renormalised
+ensemble = course_lib.topics.clip.ensemble_embeddings(per_template)  # (10, E), renormalised
 print("norms of the mean of unit embeddings, per class:", mean_of_units.norm(dim=1).numpy().round(3))
 by_cosine = cosine_similarity_matrix(test_embeddings, mean_of_units).argmax(1)  # (n_test,)
 by_ensemble = (test_embeddings @ ensemble.T).argmax(1)  # dot products with the renormalised ensemble
@@ -609,7 +610,7 @@ print(f"predictions that change when the mean is not renormalised (dot products)
 rows = []
 for name, templates in [(f"train: '{t}'", t) for t in TRAIN_TEMPLATES] + [("train: ensemble of all 6", TRAIN_TEMPLATES)] \
         + [(f"held out: '{t}'", t) for t in HELD_OUT_TEMPLATES] + [("held out: ensemble of both", HELD_OUT_TEMPLATES)]:
-    rows.append((name, course_lib.clip.zero_shot_accuracy(clip_model, x_eval, y_eval, templates, test_embeddings)))
+    rows.append((name, course_lib.topics.clip.zero_shot_accuracy(clip_model, x_eval, y_eval, templates, test_embeddings)))
 for name, acc in rows:
     print(f"{name:<50} {acc:.4f}")
 zero_shot_ensemble = dict(rows)["train: ensemble of all 6"]
@@ -626,13 +627,13 @@ assert zero_shot_ensemble >= 0.9
 
 # %%
 probe_n = per_profile(ci=dict(n=2_000), cpu=dict(n=20_000), gpu=dict(n=60_000)).n
-probe_accuracy = course_lib.clip.linear_probe(course_lib.clip.image_features(clip_model, x_train[:probe_n]), y_train[:probe_n],
+probe_accuracy = course_lib.topics.clip.linear_probe(course_lib.topics.clip.image_features(clip_model, x_train[:probe_n]), y_train[:probe_n],
                                               test_features, y_eval)
-supervised = course_lib.checkpointing.read_manifest()["mnist_classifier"]["metrics"]["test_accuracy"]
+supervised = course_lib.core.checkpointing.read_manifest()["mnist_classifier"]["metrics"]["test_accuracy"]
 print(f"chance 0.10 | zero-shot (ensemble) {zero_shot_ensemble:.4f} | linear probe on {probe_n:,} labelled digits "
       f"{probe_accuracy:.4f} | supervised CNN {supervised:.4f}")
 
-predictions = course_lib.clip.zero_shot_predict(test_embeddings, ensemble)
+predictions = course_lib.topics.clip.zero_shot_predict(test_embeddings, ensemble)
 confusion = torch.zeros(10, 10, dtype=torch.long)
 confusion.index_put_((y_eval, predictions), torch.ones(n_test, dtype=torch.long), accumulate=True)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw=dict(width_ratios=[1, 1.6]))
@@ -640,7 +641,7 @@ shown = axes[0].imshow(confusion.float().log1p(), cmap="viridis")
 axes[0].set(xticks=range(10), yticks=range(10), xlabel="zero-shot prediction", ylabel="true digit",
             title="confusion (log 1 + count)")
 wrong = (predictions != y_eval).nonzero().flatten()[:16]
-course_lib.plotting.image_grid(x_test[wrong], nrow=2, ax=axes[1])
+course_lib.core.plotting.image_grid(x_test[wrong], nrow=2, ax=axes[1])
 pairs = [f"{y}→{p}" for y, p in zip(y_test[wrong].tolist(), predictions[wrong].tolist())]
 axes[1].set_title("misclassified (true → predicted):\n" + " ".join(pairs[:8]) + "\n" + " ".join(pairs[8:]), fontsize=8)
 plt.tight_layout()
@@ -662,7 +663,7 @@ def draw_prompt(axes, template, digit):
     ax_image.set_title(f"test digit {digit} (a {y_test[digit].item()})", fontsize=9)
     ax_image.axis("off")
     try:
-        classes = course_lib.clip.class_embeddings(clip_model, template).cpu()  # (10, E)
+        classes = course_lib.topics.clip.class_embeddings(clip_model, template).cpu()  # (10, E)
     except (KeyError, ValueError) as error:
         ax_bars.text(0.02, 0.5, textwrap.fill(str(error.args[0]), 70), fontsize=8, va="center")
         ax_bars.axis("off")
@@ -674,7 +675,7 @@ def draw_prompt(axes, template, digit):
                 title=f"'{fill_template(template, y_test[digit].item())}' ...", xlabel="class k")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_prompt, ncols=2, figsize=(10, 3.2),
     template=ipywidgets.Text(value=HELD_OUT_TEMPLATES[0], description="template", continuous_update=False),
     digit=ipywidgets.IntSlider(value=8, min=0, max=199, description="test digit"))
@@ -726,7 +727,7 @@ def draw_similarity(axes, view, tau, batch, template, seed):
     ax_row.legend(fontsize=7)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_similarity, ncols=2, figsize=(11, 4.2),
     view=ipywidgets.Dropdown(options=["logits s/tau", "softmax over rows (image -> text)",
                                       "softmax over columns (text -> image)"],
@@ -777,10 +778,10 @@ loss_inputs = [5 * torch.randn(6, 6, generator=generator, dtype=torch.float64),
                                               torch.randn(16, 8, generator=generator, dtype=torch.float64)),
                torch.full((4, 4), 3.0, dtype=torch.float64),  # all equal: log 4
                torch.triu(torch.randn(5, 5, generator=generator, dtype=torch.float64))]  # not symmetric: one direction is not enough
-course_lib.check.check_function(my_clip_loss, clip_loss, loss_inputs)
+course_lib.core.check.check_function(my_clip_loss, clip_loss, loss_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.clip.clip_loss)
+course_lib.core.check.show_solution(course_lib.topics.clip.clip_loss)
 
 # %% [markdown]
 # **Exercise 2: zero-shot prediction.** Write `my_zero_shot_predict(image_embeddings, class_embeddings)`: for image embeddings $(N, E)$ and
@@ -799,10 +800,10 @@ classes_long = torch.tensor([[10.0, 0.0], [0.6, 0.8]])  # class 0 has a long emb
 predict_inputs = [(torch.randn(20, 8, generator=generator), torch.randn(10, 8, generator=generator)),
                   (torch.tensor([[0.5, 0.6], [1.0, 0.1]]), classes_long),
                   (test_embeddings[:500], ensemble)]
-course_lib.check.check_function(my_zero_shot_predict, course_lib.clip.zero_shot_predict, predict_inputs)
+course_lib.core.check.check_function(my_zero_shot_predict, course_lib.topics.clip.zero_shot_predict, predict_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.clip.zero_shot_predict)
+course_lib.core.check.show_solution(course_lib.topics.clip.zero_shot_predict)
 
 # %% [markdown]
 # **Exercise 3: the prompt ensemble.** Write `my_ensemble(text_embeddings)`: embeddings of $K$ classes under $T$ templates, $(T, K, E)$, to one
@@ -820,10 +821,10 @@ def my_ensemble(text_embeddings):
 ensemble_inputs = [torch.randn(3, 10, 8, generator=generator),
                    torch.cat([torch.randn(1, 4, 8, generator=generator), 50 * torch.randn(1, 4, 8, generator=generator)]),
                    per_template]
-course_lib.check.check_function(my_ensemble, course_lib.clip.ensemble_embeddings, ensemble_inputs)
+course_lib.core.check.check_function(my_ensemble, course_lib.topics.clip.ensemble_embeddings, ensemble_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.clip.ensemble_embeddings)
+course_lib.core.check.show_solution(course_lib.topics.clip.ensemble_embeddings)
 
 # %% [markdown]
 # ---

@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 304
-#         source: the chapter's table before course_lib.timing, commit f4f6033 (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit f4f6033 (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed; the shipped recipe took 20 min on the shared 2-core CPU
 #         seconds: null
@@ -77,17 +77,17 @@ from torch.distributions import MultivariateNormal, Normal, kl_divergence
 from tqdm.auto import tqdm
 
 import course_lib
-import course_lib.check
-import course_lib.checkpointing
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.vae
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.checkpointing
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.vae
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
+from course_lib.core.train import fit, minibatches, warmup_cosine
 from course_lib.data import load_mnist
-from course_lib.train import fit, minibatches, warmup_cosine
-from course_lib.vae import (ConvVAE, binarize, binarized_mnist, decode_probabilities, elbo_terms, evaluate_elbo,
-                            evaluate_iwae, gaussian_kl, iwae_bound)
+from course_lib.topics.vae import (ConvVAE, binarize, binarized_mnist, decode_probabilities, elbo_terms, evaluate_elbo,
+                                   evaluate_iwae, gaussian_kl, iwae_bound)
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -421,7 +421,7 @@ assert estimator_A.std() < 1e-9 < estimator_B.std()  # at the posterior L^A is e
 # \;\ge\; \mathbb{E}\Big[\mathbb{E}_I\Big[\log \frac{1}{M}\sum_{i \in I} w_i\Big]\Big] = \mathcal{L}_M .
 # $$
 #
-# Computed stably as $\operatorname{logsumexp}_k(\log w_k) - \log K$ (`course_lib.vae.iwae_bound`). On the linear-Gaussian model with the
+# Computed stably as $\operatorname{logsumexp}_k(\log w_k) - \log K$ (`course_lib.topics.vae.iwae_bound`). On the linear-Gaussian model with the
 # $q$ of A.4's Monte Carlo check, it climbs towards the exact $\log p(x)$:
 
 # %%
@@ -621,7 +621,7 @@ plt.show()
 # so $-\log p_\theta(x \mid z)$ is the binary cross entropy summed over the 784 pixels. That is a log-likelihood only for
 # $x_i \in \{0, 1\}$. MNIST pixels are grey values in $[0, 1]$, so we binarize them by sampling: $x_i \sim \operatorname{Bernoulli}(\text{grey}_i)$.
 #
-# - **Training:** *dynamic* binarization, a new sample of every image at every step (`course_lib.vae.vae_loss` does it).
+# - **Training:** *dynamic* binarization, a new sample of every image at every step (`course_lib.topics.vae.vae_loss` does it).
 # - **Test:** the 10,000 test images binarized **once**, with `torch.bernoulli` and seed 0 (`binarized_mnist("test", seed=0)`),
 #   so the reported number is reproducible. This is the course's own fixed binarization; Larochelle & Murray's classic
 #   "binarized MNIST" is a different sample, so numbers on it differ by a little.
@@ -662,7 +662,7 @@ fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 second_binarization = binarize(x_test[:16], torch.Generator().manual_seed(1))
 for ax, images, title in [(axes[0], x_test[:16], "grey values"), (axes[1], x_test_bin[:16], "test set: binarized once (seed 0)"),
                           (axes[2], second_binarization, "another sample (as in training)")]:
-    course_lib.plotting.image_grid(images, nrow=4, ax=ax)
+    course_lib.core.plotting.image_grid(images, nrow=4, ax=ax)
     ax.set_title(title, fontsize=9)
 plt.show()
 
@@ -737,7 +737,7 @@ print("-ELBO per image (untrained):", neg_elbo.detach().numpy().round(1))
 print(f"784 log 2 = {784 * math.log(2):.1f}: the reconstruction term of a decoder that says 1/2 for every pixel")
 
 # %% [markdown]
-# The same network lives in `course_lib.vae.ConvVAE`. Copy our weights into it and compare every output on the same input
+# The same network lives in `course_lib.topics.vae.ConvVAE`. Copy our weights into it and compare every output on the same input
 # and the same noise:
 
 # %%
@@ -757,7 +757,7 @@ with torch.no_grad():
 assert torch.allclose(lib_mu, my_mu) and torch.allclose(lib_logvar, my_logvar)
 assert torch.allclose(lib_z, my_z) and torch.allclose(lib_logits, my_decode(my_z).detach(), atol=1e-6)
 assert torch.allclose(lib_reconstruction, my_reconstruction, atol=1e-4) and torch.allclose(lib_kl, my_kl, atol=1e-5)
-print("step-by-step model == course_lib.vae.ConvVAE (encoder, sample, decoder, both loss terms)")
+print("step-by-step model == course_lib.topics.vae.ConvVAE (encoder, sample, decoder, both loss terms)")
 print(f"parameters: {sum(p.numel() for p in library_vae.parameters()):,}")
 
 # %% [markdown]
@@ -777,12 +777,12 @@ print(f"per-pixel BCE + per-dimension KL = {(per_pixel_bce + per_dim_kl).item():
 # %% [markdown]
 # ### D.3 Training
 #
-# `course_lib.recipes.vae_mnist` made the shipped checkpoint: the settings per profile, then the training function it
+# `course_lib.zoo.vae_mnist` made the shipped checkpoint: the settings per profile, then the training function it
 # shares with `vae_mnist_2d`.
 
 # %%
-print(inspect.getsource(course_lib.recipes.vae_mnist_settings))
-print(inspect.getsource(course_lib.recipes._train_vae))
+print(inspect.getsource(course_lib.zoo.vae_mnist.settings))
+print(inspect.getsource(course_lib.zoo.vae_mnist.train_vae))
 
 # %% [markdown]
 # Here are the same steps with the settings of the active profile, written out so that we can also record the two terms
@@ -790,7 +790,7 @@ print(inspect.getsource(course_lib.recipes._train_vae))
 # images of the fixed-binarized test set every few hundred steps.
 
 # %%
-cfg = course_lib.recipes.vae_mnist_settings()
+cfg = course_lib.zoo.settings("vae_mnist")
 print(cfg)
 generator = seed_everything(0)
 model = ConvVAE(latent_dim=cfg.latent_dim, channels=cfg.channels, hidden=cfg.hidden).to(DEVICE)
@@ -819,7 +819,7 @@ assert final["neg_elbo"] <= cfg.max_test_neg_elbo
 # %%
 terms_array = np.array(terms)  # (steps, 2)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-course_lib.plotting.plot_losses(history, smooth=20, ax=axes[0], title="-ELBO = reconstruction + KL (nats per image)",
+course_lib.core.plotting.plot_losses(history, smooth=20, ax=axes[0], title="-ELBO = reconstruction + KL (nats per image)",
                                 labels=["train -ELBO (20-step mean)"])
 eval_steps = [step for step, _ in history.evals]
 axes[0].plot(eval_steps, [e["neg_elbo"] for _, e in history.evals], "o-", label="test -ELBO (2,000 images)")
@@ -834,7 +834,7 @@ plt.show()
 # %%
 with torch.no_grad():
     reconstructions = decode_probabilities(model, model.encode(x_test_bin[:10].to(DEVICE))[0])
-course_lib.plotting.image_grid(torch.cat([x_test_bin[:10], reconstructions]), nrow=2, figsize=(8, 1.8))
+course_lib.core.plotting.image_grid(torch.cat([x_test_bin[:10], reconstructions]), nrow=2, figsize=(8, 1.8))
 plt.title(f"your model ({cfg.steps} steps): test digits (top), decoder means at z = mu (bottom)", fontsize=9)
 plt.show()
 
@@ -846,8 +846,8 @@ plt.show()
 # images, and next to it the importance-weighted bound $-\mathcal{L}_K$ of A.7, a tighter upper bound on $-\log p_\theta(x)$.
 
 # %%
-vae = course_lib.recipes.load_shipped("vae_mnist", DEVICE)
-entry = course_lib.checkpointing.read_manifest()["vae_mnist"]
+vae = course_lib.zoo.load_shipped("vae_mnist", DEVICE)
+entry = course_lib.core.checkpointing.read_manifest()["vae_mnist"]
 print("manifest metrics:", entry["metrics"])
 print("recipe          :", {k: entry["recipe"][k] for k in ("profile", "steps", "batch_size", "lr", "latent_dim", "seed")})
 shipped = evaluate_elbo(vae, x_test_bin)
@@ -860,7 +860,7 @@ elbo_subset = evaluate_elbo(vae, x_test_bin[:iwae_cfg.n])["neg_elbo"]
 iwae_subset = evaluate_iwae(vae, x_test_bin[:iwae_cfg.n], k=iwae_cfg.K)
 print(f"on the first {iwae_cfg.n} test images: -ELBO {elbo_subset:.2f}, -L_{iwae_cfg.K} {iwae_subset:.2f} nats per image")
 assert iwae_subset < elbo_subset
-no_latent = course_lib.vae.independent_pixel_nll(x_train, x_test_bin)
+no_latent = course_lib.topics.vae.independent_pixel_nll(x_train, x_test_bin)
 print(f"baseline without a latent (every pixel an independent Bernoulli, fitted on the training set): {no_latent:.1f}")
 
 # %% [markdown]
@@ -906,9 +906,9 @@ with torch.no_grad():
     prior_means = decode_probabilities(vae, torch.randn(24, vae.latent_dim, generator=generator))  # (24, 1, 28, 28)
 prior_samples = torch.bernoulli(prior_means[:12], generator=generator)
 fig, axes = plt.subplots(2, 1, figsize=(8, 4.2), height_ratios=[2, 3], layout="constrained")
-course_lib.plotting.image_grid(torch.cat([x_test_bin[:12], recon]), nrow=2, ax=axes[0])
+course_lib.core.plotting.image_grid(torch.cat([x_test_bin[:12], recon]), nrow=2, ax=axes[0])
 axes[0].set_title("test digits (top) and their reconstructions, decoder means at z = mu (bottom)", fontsize=9)
-course_lib.plotting.image_grid(torch.cat([prior_means, prior_samples]), nrow=3, ax=axes[1])
+course_lib.core.plotting.image_grid(torch.cat([prior_means, prior_samples]), nrow=3, ax=axes[1])
 axes[1].set_title("new digits, z ~ N(0, I): decoder means (rows 1-2), a Bernoulli sample of row 1 (row 3)", fontsize=9)
 plt.show()
 
@@ -928,7 +928,7 @@ with torch.no_grad():
 sigma_one = torch.exp(0.5 * logvar_one)
 eps = torch.randn(n_samples, vae.latent_dim, generator=generator).to(DEVICE)  # (n, J)
 z = (mu_one + sigma_one * eps).requires_grad_(True)  # (n, J)
-log_lik = course_lib.vae.bernoulli_log_likelihood(vae.decode(z), x_one.expand(n_samples, -1, -1, -1))  # (n,)
+log_lik = course_lib.topics.vae.bernoulli_log_likelihood(vae.decode(z), x_one.expand(n_samples, -1, -1, -1))  # (n,)
 pathwise = torch.autograd.grad(log_lik.sum(), z)[0]  # (n, J): d/dmu of f(mu + sigma eps) = f'(z)
 score = log_lik.detach()[:, None] * (z.detach() - mu_one) / sigma_one**2  # (n, J): f(z) d/dmu log q(z)
 for name, g in [("pathwise", pathwise), ("score function", score)]:
@@ -946,11 +946,11 @@ assert ratio > 10 and difference < 5 * pooled_se
 # ### E.1 A VAE with $J = 2$
 #
 # With two latent dimensions the whole code space fits on the screen. `vae_mnist_2d` is the same architecture with
-# `latent_dim=2`, trained by `course_lib.recipes.vae_mnist_2d`. Two numbers pay for the picture: the bound is much
+# `latent_dim=2`, trained by `course_lib.zoo.vae_mnist_2d`. Two numbers pay for the picture: the bound is much
 # looser than with 16 dimensions, because two numbers cannot carry a digit's style and identity at once.
 
 # %%
-vae_2d = course_lib.recipes.load_shipped("vae_mnist_2d", DEVICE)
+vae_2d = course_lib.zoo.load_shipped("vae_mnist_2d", DEVICE)
 shipped_2d = evaluate_elbo(vae_2d, x_test_bin)
 print(f"J = 2 : test -ELBO {shipped_2d['neg_elbo']:.1f} nats per image (reconstruction {shipped_2d['reconstruction']:.1f} "
       f"+ KL {shipped_2d['kl']:.1f})")
@@ -962,7 +962,7 @@ labels_2d = y_test[:5000]
 # %% [markdown]
 # **Widget: the latent grid.** Left, the posterior means $\mu(x)$ of 5,000 test digits, coloured by label, with the prior's 1-, 2- and
 # 3-sd circles. Middle, the decoder's output over a grid of $z$ placed at evenly spaced quantiles of $\mathcal{N}(0, 1)$ (the VAE paper's
-# "learned manifold" figure; `course_lib.vae.latent_grid`). Right, the digit at the point $(z_1, z_2)$ of the sliders, the red cross.
+# "learned manifold" figure; `course_lib.topics.vae.latent_grid`). Right, the digit at the point $(z_1, z_2)$ of the sliders, the red cross.
 
 # %%
 digit_colors = plt.get_cmap("tab10")
@@ -980,18 +980,18 @@ def draw_latent_scatter(ax, means, labels, title):
 
 def draw_latent_grid(axes, z1, z2, quantile):
     draw_latent_scatter(axes[0], mu_2d, labels_2d, "posterior means of test digits")
-    grid = course_lib.vae.latent_grid(n=15, quantile=quantile)  # (225, 2)
+    grid = course_lib.topics.vae.latent_grid(n=15, quantile=quantile)  # (225, 2)
     edge = grid[:, 0].max().item()
     axes[0].add_patch(plt.Rectangle((-edge, -edge), 2 * edge, 2 * edge, fill=False, color="k", lw=1))
     axes[0].plot(z1, z2, "r+", ms=14, mew=2)
-    course_lib.plotting.image_grid(decode_probabilities(vae_2d, grid), nrow=15, ax=axes[1])
+    course_lib.core.plotting.image_grid(decode_probabilities(vae_2d, grid), nrow=15, ax=axes[1])
     axes[1].set_title(f"decoder means over the square (z up to ±{edge:.2f})", fontsize=9)
-    course_lib.plotting.image_grid(decode_probabilities(vae_2d, torch.tensor([[z1, z2]])), nrow=1, ax=axes[2])
+    course_lib.core.plotting.image_grid(decode_probabilities(vae_2d, torch.tensor([[z1, z2]])), nrow=1, ax=axes[2])
     density = math.exp(-0.5 * (z1**2 + z2**2)) / (2 * math.pi)
     axes[2].set_title(f"z = ({z1:.2f}, {z2:.2f}); prior density {density:.3f}", fontsize=9)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_latent_grid, ncols=3, figsize=(13, 4.4),
     z1=ipywidgets.FloatSlider(value=0.5, min=-4, max=4, step=0.05, description="z1"),
     z2=ipywidgets.FloatSlider(value=-0.5, min=-4, max=4, step=0.05, description="z2"),
@@ -1014,10 +1014,10 @@ def draw_interpolation(axes, digit_a, digit_b, model_name):
     x_pair = x_test_bin[[digit_a, digit_b]].to(DEVICE)  # (2, 1, 28, 28)
     with torch.no_grad():
         mu_pair = model_i.encode(x_pair)[0].cpu()  # (2, J)
-    path = course_lib.vae.interpolate(mu_pair[0], mu_pair[1], steps=10)  # (10, J)
+    path = course_lib.topics.vae.interpolate(mu_pair[0], mu_pair[1], steps=10)  # (10, J)
     t = torch.linspace(0, 1, 10)[:, None, None, None]
     pixel_path = (1 - t) * x_test[digit_a] + t * x_test[digit_b]  # (10, 1, 28, 28)
-    course_lib.plotting.image_grid(torch.cat([pixel_path, decode_probabilities(model_i, path)]), nrow=2, ax=axes[0])
+    course_lib.core.plotting.image_grid(torch.cat([pixel_path, decode_probabilities(model_i, path)]), nrow=2, ax=axes[0])
     axes[0].set_title(f"test digits {digit_a} (a {y_test[digit_a].item()}) → {digit_b} (a {y_test[digit_b].item()}): "
                       f"pixel fade (top), "
                       f"latent path of the {model_name} model (bottom)", fontsize=9)
@@ -1027,7 +1027,7 @@ def draw_interpolation(axes, digit_a, digit_b, model_name):
     axes[1].plot(pair_2d[:, 0], pair_2d[:, 1], "k.-", lw=2, ms=10)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_interpolation, ncols=2, figsize=(12, 3.4),
     digit_a=ipywidgets.IntSlider(value=0, min=0, max=199, description="digit a"),
     digit_b=ipywidgets.IntSlider(value=1, min=0, max=199, description="digit b"),
@@ -1052,10 +1052,10 @@ betas = [0.5, 1.0, 2.0, 4.0, 8.0]
 beta_models, beta_results = {}, {}
 for beta in tqdm(betas, desc="beta-VAE fine-tuning"):
     generator = seed_everything(7)
-    model_b = course_lib.recipes.load_shipped("vae_mnist_2d", DEVICE)
+    model_b = course_lib.zoo.load_shipped("vae_mnist_2d", DEVICE)
     optimizer = torch.optim.Adam(model_b.parameters(), lr=5e-4)
     batches = minibatches(x_train, batch_size=beta_cfg.batch_size, generator=generator)
-    fit(model_b, lambda m, batch, beta=beta: course_lib.vae.vae_loss(m, batch, beta=beta), batches,
+    fit(model_b, lambda m, batch, beta=beta: course_lib.topics.vae.vae_loss(m, batch, beta=beta), batches,
         steps=beta_cfg.steps, optimizer=optimizer, device=DEVICE, show_progress=False)
     beta_models[beta] = model_b
     beta_results[beta] = evaluate_elbo(model_b, x_test_bin[:2000])
@@ -1075,9 +1075,9 @@ def draw_beta(axes, beta):
     draw_latent_scatter(axes[0, 0], r["means"], y_test[:2000], f"posterior means, beta = {beta}")
     with torch.no_grad():
         recon_b = decode_probabilities(beta_models[beta], beta_models[beta].encode(x_test_bin[:8].to(DEVICE))[0])
-    course_lib.plotting.image_grid(torch.cat([x_test_bin[:8], recon_b]), nrow=2, ax=axes[0, 1])
+    course_lib.core.plotting.image_grid(torch.cat([x_test_bin[:8], recon_b]), nrow=2, ax=axes[0, 1])
     axes[0, 1].set_title("test digits and reconstructions", fontsize=9)
-    course_lib.plotting.image_grid(decode_probabilities(beta_models[beta], course_lib.vae.latent_grid(10, 0.9)), nrow=10,
+    course_lib.core.plotting.image_grid(decode_probabilities(beta_models[beta], course_lib.topics.vae.latent_grid(10, 0.9)), nrow=10,
                                    ax=axes[1, 0])
     axes[1, 0].set_title("decoder means over the latent grid", fontsize=9)
     ax = axes[1, 1]
@@ -1089,7 +1089,7 @@ def draw_beta(axes, beta):
     ax.set(xlabel="rate: KL (nats)", ylabel="distortion: -log p(x|z) (nats)", title="rate-distortion, test digits")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_beta, nrows=2, ncols=2, figsize=(10, 8.5),
     beta=ipywidgets.SelectionSlider(options=betas, value=4.0, description="beta"))
 
@@ -1120,15 +1120,15 @@ def my_reparameterize(mu, logvar, eps):
 generator = seed_everything(8)
 reparam_inputs = [tuple(torch.randn(5, 4, generator=generator) for _ in range(3)),
                   (torch.zeros(2, 3), torch.full((2, 3), math.log(4.0)), torch.ones(2, 3))]  # sigma = 2: z = 2
-course_lib.check.check_function(my_reparameterize, lambda mu, logvar, eps: course_lib.vae.reparameterize(mu, logvar, eps=eps),
+course_lib.core.check.check_function(my_reparameterize, lambda mu, logvar, eps: course_lib.topics.vae.reparameterize(mu, logvar, eps=eps),
                                 reparam_inputs)
 mu_r, logvar_r = torch.zeros(3, 2, requires_grad=True), torch.zeros(3, 2, requires_grad=True)
 my_reparameterize(mu_r, logvar_r, torch.ones(3, 2)).sum().backward()
 assert mu_r.grad is not None and logvar_r.grad is not None, "no gradient reached mu or logvar: did you detach or sample inside?"
-course_lib.check.check_tensor(logvar_r.grad, torch.full((3, 2), 0.5), name="d z / d logvar at logvar = 0, eps = 1")
+course_lib.core.check.check_tensor(logvar_r.grad, torch.full((3, 2), 0.5), name="d z / d logvar at logvar = 0, eps = 1")
 
 # %%
-course_lib.check.show_solution(course_lib.vae.reparameterize)
+course_lib.core.check.show_solution(course_lib.topics.vae.reparameterize)
 
 # %% [markdown]
 # **Exercise 2: the KL term.** Write `my_gaussian_kl(mu, logvar)`: $\operatorname{KL}(\mathcal{N}(\mu, \operatorname{diag}\sigma^2) \,\Vert\, \mathcal{N}(0, I))$ for each row, shape
@@ -1144,10 +1144,10 @@ def my_gaussian_kl(mu, logvar):
 kl_inputs = [(torch.randn(6, 16, generator=generator), torch.randn(6, 16, generator=generator)),
              (torch.zeros(3, 2), torch.zeros(3, 2)),
              (3 * torch.randn(2, 32, generator=generator), -5 + torch.randn(2, 32, generator=generator))]
-course_lib.check.check_function(my_gaussian_kl, gaussian_kl, kl_inputs)
+course_lib.core.check.check_function(my_gaussian_kl, gaussian_kl, kl_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.vae.gaussian_kl)
+course_lib.core.check.show_solution(course_lib.topics.vae.gaussian_kl)
 
 # %% [markdown]
 # **Exercise 3: $-\text{ELBO}$ in nats per image.** Given decoder logits $(N, 1, 28, 28)$, binary images $x$ of the same shape, and the
@@ -1166,10 +1166,10 @@ for n_images in (4, 1):
     logits_e = 3 * torch.randn(n_images, 1, 28, 28, generator=generator)
     x_e = torch.bernoulli(torch.full((n_images, 1, 28, 28), 0.2), generator=generator)
     elbo_inputs.append((logits_e, x_e, torch.randn(n_images, 16, generator=generator), torch.randn(n_images, 16, generator=generator)))
-course_lib.check.check_function(my_negative_elbo_per_image, course_lib.vae.negative_elbo, elbo_inputs, rtol=1e-4, atol=1e-3)
+course_lib.core.check.check_function(my_negative_elbo_per_image, course_lib.topics.vae.negative_elbo, elbo_inputs, rtol=1e-4, atol=1e-3)
 
 # %%
-course_lib.check.show_solution(course_lib.vae.negative_elbo)
+course_lib.core.check.show_solution(course_lib.topics.vae.negative_elbo)
 
 # %% [markdown]
 # **Exercise 4: the importance-weighted bound.** Given log weights $\log w$ of shape $(K, N)$ ($K$ samples for each of $N$ images),
@@ -1188,10 +1188,10 @@ iwae_inputs = [torch.randn(10, 3, generator=generator, dtype=torch.float64),
                -90 + 5 * torch.randn(100, 4, generator=generator, dtype=torch.float64),
                -1000 + torch.randn(50, 2, generator=generator, dtype=torch.float64),
                torch.randn(1, 5, generator=generator, dtype=torch.float64)]  # K = 1: the ELBO estimate itself
-course_lib.check.check_function(my_iwae_bound, iwae_bound, iwae_inputs)
+course_lib.core.check.check_function(my_iwae_bound, iwae_bound, iwae_inputs)
 
 # %%
-course_lib.check.show_solution(course_lib.vae.iwae_bound)
+course_lib.core.check.show_solution(course_lib.topics.vae.iwae_bound)
 
 # %% [markdown]
 # ---

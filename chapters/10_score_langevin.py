@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 290
-#         source: the chapter's table before course_lib.timing, commit f4f6033 (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit f4f6033 (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed
 #         seconds: null
@@ -75,20 +75,20 @@ import torch.nn.functional as F
 from torch import nn
 
 import course_lib
-import course_lib.check
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.score
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.topics.score
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.checkpointing import load_checkpoint, read_manifest
+from course_lib.core.checkpointing import load_checkpoint, read_manifest
+from course_lib.core.train import fit, minibatches, warmup_cosine
 from course_lib.data import GaussianMixture2D
-from course_lib.score import (NoiseConditionalScoreNet, ScoreMLP, annealed_langevin, dsm_loss, energy_distance,
-                              geometric_sigmas, ism_loss, langevin, mixture_posterior_mean, mode_fractions,
-                              ncsn_loss, relative_score_error, saved_tensor_bytes, ssm_loss, toy_mixture,
-                              tweedie_denoise)
-from course_lib.train import fit, minibatches, warmup_cosine
-from course_lib.unet import sinusoidal_embedding
+from course_lib.topics.score import (NoiseConditionalScoreNet, ScoreMLP, annealed_langevin, dsm_loss, energy_distance,
+                                     geometric_sigmas, ism_loss, langevin, mixture_posterior_mean, mode_fractions,
+                                     ncsn_loss, relative_score_error, saved_tensor_bytes, ssm_loss, toy_mixture,
+                                     tweedie_denoise)
+from course_lib.topics.unet import sinusoidal_embedding
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -148,7 +148,7 @@ print("score of N(mu, s^2 I) = (mu - x) / s^2, and it ignores the normalising co
 # score is the posterior-weighted average of the components' scores. Far from all means, the nearest component
 # wins and the arrows point at it; between two modes, the field splits.
 #
-# The chapter's 2-D data is `course_lib.score.toy_mixture()`: 8 Gaussians of standard deviation 0.5 on a circle of
+# The chapter's 2-D data is `course_lib.topics.score.toy_mixture()`: 8 Gaussians of standard deviation 0.5 on a circle of
 # radius 4, with weights alternating 3:1 (3/16 and 1/16). We compute its score step by step, in log space
 # (softmax of the log-weights gives the responsibilities without underflow), and compare with the library
 # (`GaussianMixture2D.score`) and with autograd on `log_prob`.
@@ -249,7 +249,7 @@ def draw_field_and_slice(axes, sigma):
 
 
 sigma_options = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0]
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_field_and_slice, ncols=2, figsize=(10, 4.5),
     sigma=ipywidgets.SelectionSlider(options=sigma_options, value=0.5, description="sigma"))
 
@@ -310,7 +310,7 @@ x0 = torch.zeros(4, 2, dtype=torch.float64)
 mine = my_langevin(mixture.score, x0, 0.05, 50, torch.Generator().manual_seed(1))
 library = langevin(mixture.score, x0, 0.05, 50, torch.Generator().manual_seed(1))
 assert torch.equal(mine, library)
-print("my_langevin == course_lib.score.langevin (same seed, same 50 steps)")
+print("my_langevin == course_lib.topics.score.langevin (same seed, same 50 steps)")
 
 v = 1.0
 print(f"{'eps':>5} {'measured Var':>13} {'v / (1 - eps/(4v))':>19}")
@@ -438,7 +438,7 @@ def score_by_total_sigma(x, total):
 
 library = annealed_langevin(score_by_total_sigma, x_start, total_sigmas, 0.1, 100, seed_everything(0))
 assert torch.allclose(library, x_annealed, atol=1e-8)
-print("my_annealed_langevin == course_lib.score.annealed_langevin (with sigma_i -> sqrt(1 + sigma_i^2))")
+print("my_annealed_langevin == course_lib.topics.score.annealed_langevin (with sigma_i -> sqrt(1 + sigma_i^2))")
 
 # %% [markdown]
 # ### B.4 Tempering is not smoothing
@@ -562,7 +562,7 @@ h = (grid_1d[1] - grid_1d[0]).item()
 gx, gy = torch.meshgrid(grid_1d, grid_1d, indexing="xy")
 grid = torch.stack([gx.flatten(), gy.flatten()], 1).requires_grad_(True)  # (361^2, 2)
 field = random_field(grid)  # (G, 2)
-div = course_lib.score.divergence(field, grid, create_graph=False)  # (G,) tr grad s
+div = course_lib.topics.score.divergence(field, grid, create_graph=False)  # (G,) tr grad s
 weight = mixture.log_prob(grid.detach()).exp() * h**2  # p(x) dx on the grid
 true_score = mixture.score(grid.detach())
 field, grid = field.detach(), grid.detach()
@@ -598,7 +598,7 @@ torch.manual_seed(2)
 model = ScoreMLP(dim=2, hidden=32, n_layers=2)
 x_batch = mixture.sample(256, generator)  # (256, 2)
 assert torch.allclose(my_ism_loss(model, x_batch), ism_loss(model, x_batch))
-print(f"my_ism_loss == course_lib.score.ism_loss = {ism_loss(model, x_batch).item():.5f}")
+print(f"my_ism_loss == course_lib.topics.score.ism_loss = {ism_loss(model, x_batch).item():.5f}")
 
 # %% [markdown]
 # > **Common confusion:** one of the source posts (a review of the NCSN paper) writes
@@ -646,7 +646,7 @@ v = torch.randint(0, 2, x_batch.shape, generator=generator).float() * 2 - 1  # (
 assert torch.allclose(my_ssm_loss(model, x_batch, v), ssm_loss(model, x_batch, v=v))
 exact_over_signs = sum(my_ssm_loss(model, x_batch, sign.expand_as(x_batch)) for sign in signs) / 4
 assert torch.allclose(exact_over_signs, ism_loss(model, x_batch), atol=1e-5)
-print("my_ssm_loss == course_lib.score.ssm_loss; averaged over all 4 sign vectors it equals the ISM loss")
+print("my_ssm_loss == course_lib.topics.score.ssm_loss; averaged over all 4 sign vectors it equals the ISM loss")
 
 # %% [markdown]
 # ### C.4 Denoising score matching (Vincent 2011)
@@ -715,7 +715,7 @@ def my_dsm_loss(model, x, sigma, noise):
 
 noise = torch.randn(x_batch.shape, generator=generator)
 assert torch.allclose(my_dsm_loss(model, x_batch, 0.3, noise), dsm_loss(model, x_batch, 0.3, noise=noise))
-print("my_dsm_loss == course_lib.score.dsm_loss")
+print("my_dsm_loss == course_lib.topics.score.dsm_loss")
 
 # %% [markdown]
 # ### C.5 Training all three on the 2-D mixture
@@ -751,7 +751,7 @@ for name, model in score_models.items():
     error_clean = ((learned - exact_clean) ** 2).sum(1).mean() / (exact_clean**2).sum(1).mean()
     error_noised = ((learned - exact_noised) ** 2).sum(1).mean() / (exact_noised**2).sum(1).mean()
     print(f"{name:4s} {1000 * histories[name].wall_time_s / cfg.sm_steps:8.2f} {error_clean:20.4f} {error_noised:24.4f}")
-course_lib.plotting.plot_losses(*histories.values(), labels=list(histories), smooth=20,
+course_lib.core.plotting.plot_losses(*histories.values(), labels=list(histories), smooth=20,
                                 title="training losses (each up to its own constant)")
 plt.show()
 
@@ -960,7 +960,7 @@ def draw_tweedie(axes, sigma):
     axes[2].set_xlabel(f"MSE {mse_denoised:.3f} (noisy: {mse_noisy:.3f})")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_tweedie, ncols=3, figsize=(12, 4),
     sigma=ipywidgets.SelectionSlider(options=[0.1, 0.3, 0.5, 1.0, 2.0, 4.0], value=1.0, description="sigma"))
 
@@ -996,7 +996,7 @@ for sigma in (0.3, 1.0, 4.0):
 # this ring to become one blob (A.4, the slider at $\sigma = 8$).
 
 # %%
-ncsn_cfg = course_lib.recipes.ncsn_2d_settings()
+ncsn_cfg = course_lib.zoo.settings("ncsn_2d")
 sigmas = geometric_sigmas(ncsn_cfg.sigma_max, ncsn_cfg.sigma_min, ncsn_cfg.n_levels)  # (10,)
 print("sigmas:", sigmas.numpy().round(3), " ratio", (sigmas[1] / sigmas[0]).item())
 sample_of_data = mixture.sample(2_000, generator)
@@ -1069,7 +1069,7 @@ x_test = 3 * torch.randn(64, 2, generator=generator)
 sigma_test = sigmas[torch.randint(0, len(sigmas), (64,), generator=generator)]  # (64,) mixed levels
 assert torch.allclose(my_net(x_test, sigma_test), library_net(x_test, sigma_test), atol=1e-6)
 assert torch.allclose(my_net(x_test, torch.full((64,), 0.5)), library_net(x_test, 0.5), atol=1e-6)
-print(f"MyNCSN == course_lib.score.NoiseConditionalScoreNet; {sum(p.numel() for p in my_net.parameters()):,} parameters")
+print(f"MyNCSN == course_lib.topics.score.NoiseConditionalScoreNet; {sum(p.numel() for p in my_net.parameters()):,} parameters")
 
 
 # %%
@@ -1084,7 +1084,7 @@ levels = torch.randint(0, len(sigmas), (256,), generator=generator)
 noise = torch.randn(256, 2, generator=generator)
 assert torch.allclose(my_ncsn_loss(my_net, x_batch, sigmas, levels, noise),
                       ncsn_loss(library_net, x_batch, sigmas, levels=levels, noise=noise), atol=1e-6)
-print("my_ncsn_loss == course_lib.score.ncsn_loss")
+print("my_ncsn_loss == course_lib.topics.score.ncsn_loss")
 
 # %% [markdown]
 # ### E.4 Training under the active profile
@@ -1092,7 +1092,7 @@ print("my_ncsn_loss == course_lib.score.ncsn_loss")
 # The recipe that made the shipped checkpoint:
 
 # %%
-print(inspect.getsource(course_lib.recipes.ncsn_2d))
+print(inspect.getsource(course_lib.zoo.ncsn_2d.train))
 
 # %%
 print(ncsn_cfg)
@@ -1104,7 +1104,7 @@ history = fit(ncsn, lambda m, batch: ncsn_loss(m, batch[0], sigmas, generator),
               minibatches(x_train, batch_size=ncsn_cfg.batch_size, generator=generator), steps=ncsn_cfg.steps,
               optimizer=optimizer, device=DEVICE, scheduler=warmup_cosine(optimizer, ncsn_cfg.steps // 20, ncsn_cfg.steps),
               desc="NCSN on 2-D")
-course_lib.plotting.plot_losses(history, smooth=50, title=f"NCSN loss, profile {ncsn_cfg.profile}")
+course_lib.core.plotting.plot_losses(history, smooth=50, title=f"NCSN loss, profile {ncsn_cfg.profile}")
 plt.show()
 
 
@@ -1239,7 +1239,7 @@ def draw_annealing(ax, level):
     ax.set(xlim=(-8.5, 8.5), ylim=(-8.5, 8.5), aspect="equal")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_annealing, figsize=(5, 5),
     level=ipywidgets.IntSlider(value=3, min=0, max=len(sigmas), description="level"))
 
@@ -1269,13 +1269,13 @@ def dsm_optimum(mixture, x_noisy, sigma):
 generator = seed_everything(7)
 exercise_inputs = [(mixture, 5 * torch.randn(50, 2, generator=generator, dtype=torch.float64), s) for s in (0.2, 1.0, 4.0)]
 exercise_inputs.append((two_modes, 8 * torch.randn(20, 2, generator=generator, dtype=torch.float64), 2.0))
-course_lib.check.check_function(dsm_optimum, lambda mix, x, s: mix.noised(s).score(x), exercise_inputs,
+course_lib.core.check.check_function(dsm_optimum, lambda mix, x, s: mix.noised(s).score(x), exercise_inputs,
                                 rtol=1e-6, atol=1e-8)
 
 # %%
-course_lib.check.show_solution('''def dsm_optimum(mixture, x_noisy, sigma):
+course_lib.core.check.show_solution('''def dsm_optimum(mixture, x_noisy, sigma):
     # E[grad log q(x~ | x) | x~] = E[(x - x~) / sigma^2 | x~] = (E[x | x~] - x~) / sigma^2, and E[x | x~] is D.2's formula
-    return (course_lib.score.mixture_posterior_mean(mixture, x_noisy, sigma) - x_noisy) / sigma**2''')
+    return (course_lib.topics.score.mixture_posterior_mean(mixture, x_noisy, sigma) - x_noisy) / sigma**2''')
 
 # %% [markdown]
 # **Exercise 2: annealed Langevin, NCSN style.** Implement `ncsn_annealed_langevin(score_fn, x, sigmas, eps, steps_per_level, generator)`:
@@ -1310,10 +1310,10 @@ def run_both(seed, sigma_list, eps):
 
 for seed, sigma_list, eps in [(0, [4.0, 1.0, 0.3], 0.01), (1, geometric_sigmas(8.0, 0.1, 5).tolist(), 2e-3)]:
     mine, reference = run_both(seed, sigma_list, eps)
-    course_lib.check.check_tensor(mine, reference, name=f"ncsn_annealed_langevin (seed {seed})", atol=1e-8)
+    course_lib.core.check.check_tensor(mine, reference, name=f"ncsn_annealed_langevin (seed {seed})", atol=1e-8)
 
 # %%
-course_lib.check.show_solution(course_lib.score.annealed_langevin)
+course_lib.core.check.show_solution(course_lib.topics.score.annealed_langevin)
 
 # %% [markdown]
 # **Exercise 3: how small a step?** From B.1, ULA on $\mathcal{N}(0, v)$ has stationary variance $v / (1 - \epsilon/(4v))$. Write
@@ -1330,7 +1330,7 @@ def largest_step(v, tolerance):
 # %%
 for v, tolerance in [(1.0, 0.01), (0.25, 0.05), (4.0, 0.2)]:
     eps = largest_step(v, tolerance)
-    course_lib.check.check_tensor(torch.tensor(v / (1 - eps / (4 * v))), torch.tensor((1 + tolerance) * v),
+    course_lib.core.check.check_tensor(torch.tensor(v / (1 - eps / (4 * v))), torch.tensor((1 + tolerance) * v),
                                   name=f"stationary variance at largest_step({v}, {tolerance})")
 eps = largest_step(1.0, 0.2)
 simulated = langevin(lambda y: -y, torch.zeros(20_000, 1, dtype=torch.float64), eps, 400, torch.Generator().manual_seed(8))
@@ -1338,7 +1338,7 @@ print(f"simulated stationary variance at eps = {eps:.4f}: {simulated.var():.3f} 
 assert abs(simulated.var().item() - 1.2) < 0.05
 
 # %%
-course_lib.check.show_solution('''def largest_step(v, tolerance):
+course_lib.core.check.show_solution('''def largest_step(v, tolerance):
     # v / (1 - eps / (4 v)) = (1 + tol) v  <=>  1 - eps / (4 v) = 1 / (1 + tol)  <=>  eps = 4 v (1 - 1 / (1 + tol))
     return 4 * v * (1 - 1 / (1 + tolerance))
 # for tol = 1%: eps ~ 0.04 v. With v = 0.5^2 + 0.1^2 = 0.26 at the last level, alpha_L = 2e-3 inflates the variance

@@ -75,20 +75,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import course_lib
-import course_lib.check
-import course_lib.diffusion
-import course_lib.metrics
-import course_lib.plotting
-import course_lib.recipes
-import course_lib.unet
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.plotting
+import course_lib.core.widgets
+import course_lib.eval.fid
+import course_lib.topics.diffusion
+import course_lib.topics.unet
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
+from course_lib.core.layers import to_model_range, to_pixel_range
+from course_lib.core.plotting import image_grid
+from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
 from course_lib.data import GaussianMixture2D, load_mnist
-from course_lib.diffusion import (MLPDenoiser, NoiseSchedule, ddim_sample, ddim_step, ddpm_loss, ddpm_sample,
-                                  ddpm_step, probability_flow_euler_sample, to_model_range, to_pixel_range, vlb_weights)
-from course_lib.plotting import image_grid
-from course_lib.train import EMA, FAST, fit, minibatches, warmup_cosine
-from course_lib.unet import UNet
+from course_lib.topics.diffusion import (MLPDenoiser, NoiseSchedule, ddim_sample, ddim_step, ddpm_loss, ddpm_sample,
+                                         ddpm_step, probability_flow_euler_sample, vlb_weights)
+from course_lib.topics.unet import UNet
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -230,7 +231,7 @@ def my_q_sample(x0, t, noise):
 x0_demo, noise_demo = torch.randn(5, 1, 28, 28, generator=generator), torch.randn(5, 1, 28, 28, generator=generator)
 t_demo = torch.tensor([1, 10, 100, 500, 1000])
 assert torch.allclose(my_q_sample(x0_demo, t_demo, noise_demo), schedule.q_sample(x0_demo, t_demo, noise_demo), atol=1e-6)
-print("my_q_sample == course_lib.diffusion.NoiseSchedule.q_sample")
+print("my_q_sample == course_lib.topics.diffusion.NoiseSchedule.q_sample")
 
 # %% [markdown]
 # > **Common confusion: the closed form is not a trick to save compute.** A source post says that running $T$ steps is
@@ -578,7 +579,7 @@ plt.show()
 # $\sigma_t^2 = \beta_t$.
 
 # %%
-small = NoiseSchedule(course_lib.diffusion.linear_betas(10, 0.05, 0.6))  # T = 10 big steps, alpha_bar_T ~ 0.01
+small = NoiseSchedule(course_lib.topics.diffusion.linear_betas(10, 0.05, 0.6))  # T = 10 big steps, alpha_bar_T ~ 0.01
 m_data, s_data, x0_value = 0.3, 0.5, 0.8  # data N(m, s^2); the bound is evaluated at this x0
 
 
@@ -697,7 +698,7 @@ for t in [2, 100, 700]:
         lam = betas[t] ** 2 / (2 * sigma2_t * alphas[t] * (1 - alpha_bars[t]))
         assert torch.allclose(((mu_tilde - mu_theta) ** 2).sum(1) / (2 * sigma2_t), lam * ((eps_batch - eps_theta) ** 2).sum(1))
         assert torch.isclose(lam, vlb_weights(schedule, variance)[t])
-print("Gaussian KL, mean matching = lambda_t * noise matching, and lambda_t == course_lib.diffusion.vlb_weights: all agree")
+print("Gaussian KL, mean matching = lambda_t * noise matching, and lambda_t == course_lib.topics.diffusion.vlb_weights: all agree")
 
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.semilogy(ts[2:], vlb_weights(schedule, "posterior")[2:], label=r"$\lambda_t$ with $\sigma_t^2 = \tilde\beta_t$")
@@ -833,7 +834,7 @@ x_batch = mixture.sample(16, generator=generator).to(DEVICE)
 mine = my_ddpm_loss(model_2d, x_batch, torch.Generator().manual_seed(5))
 library = ddpm_loss(model_2d, x_batch, schedule, generator=torch.Generator().manual_seed(5))
 assert torch.allclose(mine, library)
-print(f"my_ddpm_loss == course_lib.diffusion.ddpm_loss ({mine.item():.4f}); settings: {cfg2d}")
+print(f"my_ddpm_loss == course_lib.topics.diffusion.ddpm_loss ({mine.item():.4f}); settings: {cfg2d}")
 
 train_2d = mixture.sample(50_000, generator=generator)  # (50000, 2) float32
 optimizer = torch.optim.Adam(model_2d.parameters(), lr=2e-3)
@@ -977,7 +978,7 @@ plt.show()
 
 # %%
 t, t_prev, eta, x0_value, n = 600, 500, 0.5, 0.7, 400_000
-sigma = course_lib.diffusion.ddim_sigma(schedule, t, t_prev, eta)
+sigma = course_lib.topics.diffusion.ddim_sigma(schedule, t, t_prev, eta)
 eps_t = torch.randn(n, dtype=torch.float64, generator=generator)
 x_t = alpha_bars[t].sqrt() * x0_value + (1 - alpha_bars[t]).sqrt() * eps_t
 x_prev = (alpha_bars[t_prev].sqrt() * x0_value + (1 - alpha_bars[t_prev] - sigma ** 2).sqrt() * (x_t - alpha_bars[t].sqrt() * x0_value) / (1 - alpha_bars[t]).sqrt()
@@ -1169,7 +1170,7 @@ plt.show()
 # For images, $\epsilon_\theta(x_t, t)$ is a U-Net: convolutions that halve the resolution twice (28 → 14 → 7), a middle, and
 # the way back up with skip connections. Four parts make it a *diffusion* U-Net: a time embedding that reaches every
 # residual block, GroupNorm, a scale-shift injection of the time, and self-attention at the lowest resolution. We write
-# each part, then assemble them and check that they equal `course_lib.unet` weight for weight.
+# each part, then assemble them and check that they equal `course_lib.topics.unet` weight for weight.
 #
 # ### G.1 The time embedding
 #
@@ -1188,7 +1189,7 @@ def my_sinusoidal_embedding(t, dim, max_period=10_000.0):
 
 t_all = torch.arange(0, T + 1)
 embedding = my_sinusoidal_embedding(t_all, 128)  # (1001, 128)
-assert torch.allclose(embedding, course_lib.unet.sinusoidal_embedding(t_all, 128), atol=1e-4)
+assert torch.allclose(embedding, course_lib.topics.unet.sinusoidal_embedding(t_all, 128), atol=1e-4)
 similarity = F.normalize(embedding, dim=1) @ F.normalize(embedding, dim=1).T  # (1001, 1001) cosine similarity
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
 axes[0].imshow(embedding.T, aspect="auto", cmap="RdBu_r", interpolation="nearest")
@@ -1328,7 +1329,7 @@ class MyUNet(nn.Module):
 # comparison would be trivial), copy them into ours by name, and compare outputs.
 
 # %%
-shipped_widths = course_lib.recipes.ddpm_mnist_settings("gpu").widths  # the recipe of the shipped model
+shipped_widths = course_lib.zoo.settings("ddpm_mnist", "gpu").widths  # the recipe of the shipped model
 torch.manual_seed(0)
 library_unet = UNet(widths=shipped_widths).eval()
 with torch.no_grad():
@@ -1340,7 +1341,7 @@ x_demo = torch.randn(4, 1, 28, 28, generator=generator)
 t_demo = torch.tensor([1, 10, 500, 1000])
 with torch.no_grad():
     mine, library = my_unet(x_demo, t_demo), library_unet(x_demo, t_demo)
-print(f"max |MyUNet - course_lib.unet.UNet| = {(mine - library).abs().max():.2e} (outputs of size ~{library.abs().mean():.2f})")
+print(f"max |MyUNet - course_lib.topics.unet.UNet| = {(mine - library).abs().max():.2e} (outputs of size ~{library.abs().mean():.2f})")
 assert torch.allclose(mine, library, atol=1e-4)
 
 # %% [markdown]
@@ -1371,7 +1372,7 @@ print(f"total: {sum(p.numel() for p in library_unet.parameters()):,} parameters"
 # ---
 # ## H. Training on MNIST
 #
-# The shipped model is made by `course_lib.recipes.ddpm_mnist`: $L_\text{simple}$, Adam with warm-up and cosine decay,
+# The shipped model is made by `course_lib.zoo.ddpm_mnist`: $L_\text{simple}$, Adam with warm-up and cosine decay,
 # gradient clipping at 1, and an **exponential moving average** (EMA) of the weights, from which we sample.
 #
 # ### H.1 Why the average must forget its start
@@ -1393,7 +1394,7 @@ print(f"total: {sum(p.numel() for p in library_unet.parameters()):,} parameters"
 # \qquad (\text{while } d_k < d,\ \text{i.e. } t < 8{,}990 \text{ for } d = 0.999),
 # $$
 #
-# about $10^{-26}$ after 3,000 steps. `course_lib.train.EMA` warms up by default. Checked: the weight of the start
+# about $10^{-26}$ after 3,000 steps. `course_lib.core.train.EMA` warms up by default. Checked: the weight of the start
 # measured on a one-number model, against both closed forms.
 
 # %%
@@ -1424,8 +1425,8 @@ for t_steps in (500, 3000):
 # CPU. `history.precision` says what ran. Under your profile, with its settings:
 
 # %%
-print(inspect.getsource(course_lib.recipes.ddpm_mnist))
-cfg = course_lib.recipes.ddpm_mnist_settings()
+print(inspect.getsource(course_lib.zoo.ddpm_mnist.train))
+cfg = course_lib.zoo.settings("ddpm_mnist")
 print(cfg)
 
 # %%
@@ -1444,15 +1445,15 @@ assert np.mean(history.losses[-5:]) < np.mean(history.losses[:5])
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), gridspec_kw=dict(width_ratios=[1.4, 1]))
-course_lib.plotting.plot_losses(history, smooth=max(1, cfg.steps // 50), ax=axes[0], title=f"L_simple, profile {cfg.profile}")
+course_lib.core.plotting.plot_losses(history, smooth=max(1, cfg.steps // 50), ax=axes[0], title=f"L_simple, profile {cfg.profile}")
 with torch.no_grad():
     own_samples = ddim_sample(ema.model, (16, 1, 28, 28), schedule, steps=20, generator=torch.Generator().manual_seed(0),
                               device=DEVICE, show_progress=False)
 image_grid(to_pixel_range(own_samples.cpu()), nrow=4, ax=axes[1])
 axes[1].set_title(f"your EMA model after {cfg.steps} steps (DDIM, 20 steps)")
 plt.show()
-own_confidence = course_lib.metrics.classifier_outputs(to_pixel_range(own_samples.cpu()),
-                                                       course_lib.metrics.shipped_classifier())[1].max(1).values
+own_confidence = course_lib.eval.fid.classifier_outputs(to_pixel_range(own_samples.cpu()),
+                                                       course_lib.eval.fid.shipped_classifier())[1].max(1).values
 print(f"{(own_confidence >= 0.9).sum().item()} of {len(own_confidence)} samples are read as one digit with >= 90% "
       "confidence by the course's MNIST classifier (real test digits: 98%)")
 
@@ -1460,7 +1461,7 @@ print(f"{(own_confidence >= 0.9).sum().item()} of {len(own_confidence)} samples 
 # What to expect: under `ci` (20 steps) blobs, which the classifier reads as no digit in particular; under `cpu`
 # (1,000 steps) most samples are digits: on 5 December 2026, on 2 cores of an AMD EPYC CPU with bf16, the run took
 # 4.3 minutes and 67% of 256 samples were read as one digit with at least 90% confidence (96% with at least 50%).
-# The shipped model below had 26,000 steps.
+# The shipped model below had 25,000 steps.
 
 # %% [markdown]
 # ---
@@ -1470,7 +1471,7 @@ print(f"{(own_confidence >= 0.9).sum().item()} of {len(own_confidence)} samples 
 # manifest, so the weights always meet the architecture that made them:
 
 # %%
-ddpm, ddpm_schedule, ddpm_entry = course_lib.diffusion.load_ddpm_mnist(DEVICE)
+ddpm, ddpm_schedule, ddpm_entry = course_lib.zoo.load_ddpm_mnist(DEVICE)
 assert torch.allclose(ddpm_schedule.alpha_bars, schedule.alpha_bars)
 print("recipe :", {k: ddpm_entry["recipe"][k] for k in ("profile", "widths", "steps", "batch_size", "lr", "ema_decay", "T")})
 print("metrics:", ddpm_entry["metrics"])
@@ -1547,7 +1548,7 @@ def draw_both_processes(axes, t):
         ax.set_title(title, fontsize=9)
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_both_processes, nrows=4, ncols=1, figsize=(4.5, 5.5),
     t=ipywidgets.IntSlider(value=500, min=0, max=T, step=10, description="t", continuous_update=False))
 
@@ -1607,7 +1608,7 @@ for steps in show.compare_steps:
 print(f"{'sampler':<18} {'steps':>5} {'label entropy / image':>22} {'pixel range (model units)':>27}")
 entropy_of = {}
 for (name, steps), images in runs.items():
-    entropy_of[name, steps] = course_lib.metrics.label_entropies(to_pixel_range(images))["per_image_entropy"]
+    entropy_of[name, steps] = course_lib.eval.fid.label_entropies(to_pixel_range(images))["per_image_entropy"]
     print(f"{name:<18} {steps:5d} {entropy_of[name, steps]:22.3f} {images.min().item():13.1f} .. {images.max().item():.1f}")
 assert all(runs["DDIM, clipped", n].abs().max() <= 1 + 1e-5 for n in show.compare_steps)
 
@@ -1636,14 +1637,14 @@ plt.show()
 # disjoint sets of $n$ real digits.
 
 # %%
-entropies = course_lib.metrics.label_entropies(to_pixel_range(grid_samples.cpu()))
-real_entropies = course_lib.metrics.label_entropies(x_test_pixels[test_order[:show.grid]])  # a random subset
+entropies = course_lib.eval.fid.label_entropies(to_pixel_range(grid_samples.cpu()))
+real_entropies = course_lib.eval.fid.label_entropies(x_test_pixels[test_order[:show.grid]])  # a random subset
 print(f"{show.grid} DDIM samples: per-image label entropy {entropies['per_image_entropy']:.3f}, "
       f"marginal {entropies['marginal_entropy']:.3f} nats")
 print(f"{show.grid} real digits : per-image label entropy {real_entropies['per_image_entropy']:.3f}, "
       f"marginal {real_entropies['marginal_entropy']:.3f} nats")
 if show.fid_n:
-    quality = course_lib.metrics.sample_quality(ddpm, n=show.fid_n, sampler="ddim", steps=show.ddim_steps, seed=0)
+    quality = course_lib.topics.diffusion.sampler_quality(ddpm, n=show.fid_n, sampler="ddim", steps=show.ddim_steps, seed=0)
     print(f"FID (classifier features) of {show.fid_n} DDIM-{show.ddim_steps} samples: {quality['fid']:.2f}; "
           f"real-vs-real floor at the same n: {quality['fid_floor']:.2f}")
 else:
@@ -1695,10 +1696,10 @@ posterior_inputs = [
     (torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=generator), torch.randn(2, 1, 4, 4, dtype=torch.float64, generator=generator),
      torch.tensor([7, 300])),
 ]
-course_lib.check.check_function(my_posterior_mean, lambda x0, xt, t: schedule.posterior(x0, xt, t)[0], posterior_inputs)
+course_lib.core.check.check_function(my_posterior_mean, lambda x0, xt, t: schedule.posterior(x0, xt, t)[0], posterior_inputs)
 
 # %%
-course_lib.check.show_solution(NoiseSchedule.posterior)
+course_lib.core.check.show_solution(NoiseSchedule.posterior)
 
 # %% [markdown]
 # **Exercise 2: one DDIM step.** Implement the deterministic ($\eta = 0$) DDIM update from $t$ to $t' < t$ (integers),
@@ -1715,10 +1716,10 @@ def my_ddim_step(x, eps_hat, t, t_prev):
 # %%
 ddim_inputs = [(torch.randn(4, 2, dtype=torch.float64, generator=generator), torch.randn(4, 2, dtype=torch.float64, generator=generator), t, t_prev)
                for t, t_prev in [(1000, 950), (500, 499), (300, 0), (20, 1)]]
-course_lib.check.check_function(my_ddim_step, lambda x, e, t, tp: ddim_step(x, e, t, tp, schedule), ddim_inputs)
+course_lib.core.check.check_function(my_ddim_step, lambda x, e, t, tp: ddim_step(x, e, t, tp, schedule), ddim_inputs)
 
 # %%
-course_lib.check.show_solution(ddim_step)
+course_lib.core.check.show_solution(ddim_step)
 
 # %% [markdown]
 # **Exercise 3: the weight $L_\text{simple}$ drops.** Return $\lambda_t = \frac{\beta_t^2}{2 \sigma_t^2 \alpha_t (1 - \bar\alpha_t)}$ with $\sigma_t^2 = \beta_t$,
@@ -1732,11 +1733,11 @@ def my_vlb_weight(t):
 
 
 # %%
-course_lib.check.check_function(my_vlb_weight, lambda t: vlb_weights(schedule, "beta")[t],
+course_lib.core.check.check_function(my_vlb_weight, lambda t: vlb_weights(schedule, "beta")[t],
                                 [torch.tensor([1, 2, 3]), torch.arange(1, T + 1), torch.tensor([500])])
 
 # %%
-course_lib.check.show_solution('''def my_vlb_weight(t):
+course_lib.core.check.show_solution('''def my_vlb_weight(t):
     # sigma_t^2 = beta_t cancels one beta_t: lambda_t = beta_t / (2 alpha_t (1 - alpha_bar_t))
     return betas[t] / (2 * alphas[t] * (1 - alpha_bars[t]))
 

@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert)
 #         measured: '2026-11-23'
 #         seconds: 982
-#         source: the chapter's table before course_lib.timing, commit e920b18 (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit e920b18 (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed; the shipped run took 884 s on 1 busy CPU thread
 #         seconds: null
@@ -45,7 +45,7 @@
 # - inpaint with an unconditional model by replacing the known pixels at every step, and name what that leaves out.
 #
 # **Prerequisites.** Chapter 10 (scores, the 2-D mixture), chapter 11 (DDPM/DDIM, $\epsilon \leftrightarrow$ score, the U-Net with
-# its null label). `course_lib.diffusion` and `course_lib.unet` are used as they are: every guided model below is a
+# its null label). `course_lib.topics.diffusion` and `course_lib.topics.unet` are used as they are: every guided model below is a
 # function $(x_t, t) \mapsto \epsilon$ that chapter 11's samplers accept unchanged.
 #
 # **Time.** A 90-minute session: 15 min Bayes on scores (A), 20 min classifier guidance on 2-D and MNIST (B, C),
@@ -71,22 +71,24 @@ import numpy as np
 import torch
 
 import course_lib
-import course_lib.check
-import course_lib.guidance
-import course_lib.recipes
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.widgets
+import course_lib.topics.guidance
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
-from course_lib.checkpointing import read_manifest
+from course_lib.core.checkpointing import read_manifest
+from course_lib.core.layers import to_model_range, to_pixel_range
+from course_lib.core.plotting import image_grid
+from course_lib.core.train import fit, minibatches, warmup_cosine
 from course_lib.data import load_mnist
-from course_lib.diffusion import NoiseSchedule, ddim_sample, load_ddpm_mnist, to_model_range, to_pixel_range
-from course_lib.guidance import (ClassifierFreeGuidance, ClassifierGuidance, MixtureEps, NoisyDigitClassifier, NullLabel,
-                                 class_log_prob, class_mixture, drop_labels, evaluate_cfg, guided_eps,
-                                 guided_eps_ho_salimans, inpaint, label_log_prob, noised_mixture, noisy_classifier_loss,
-                                 rectangle_mask, sample_cfg)
-from course_lib.metrics import classifier_outputs, shipped_classifier
-from course_lib.plotting import image_grid
-from course_lib.score import toy_mixture
-from course_lib.train import fit, minibatches, warmup_cosine
+from course_lib.eval.fid import classifier_outputs, shipped_classifier
+from course_lib.topics.diffusion import NoiseSchedule, ddim_sample
+from course_lib.topics.guidance import (ClassifierFreeGuidance, ClassifierGuidance, MixtureEps, NoisyDigitClassifier,
+                                        NullLabel, class_log_prob, class_mixture, drop_labels, evaluate_cfg, guided_eps,
+                                        guided_eps_ho_salimans, inpaint, label_log_prob, noised_mixture,
+                                        noisy_classifier_loss, rectangle_mask, sample_cfg)
+from course_lib.topics.score import toy_mixture
+from course_lib.zoo import load_ddpm_mnist
 
 DEVICE = device()
 generator = seed_everything(0)
@@ -152,7 +154,7 @@ for t in [0, 50, 200, 600]:
 # follows the score of $p_t(x) p_t(y \mid x)^\gamma$ (up to normalisation), which for $\gamma > 1$ favours points the classifier
 # is *sure* about.
 #
-# `course_lib.guidance.ClassifierGuidance` wraps an $\epsilon$-model and a classifier into such a function; chapter 11's
+# `course_lib.topics.guidance.ClassifierGuidance` wraps an $\epsilon$-model and a classifier into such a function; chapter 11's
 # `ddim_sample` runs it unchanged. First a check: with the exact mixture $\epsilon$ and the exact classifier, $\gamma = 1$
 # reproduces the $\epsilon$ of the class mixture.
 
@@ -306,7 +308,7 @@ plt.show()
 #
 # Bayes' rule again, solved for the classifier: $\nabla_x \log p_t(y \mid x) = \nabla_x \log p_t(x \mid y) - \nabla_x \log p_t(x)$. Both terms on
 # the right are scores, which one network can give: $\epsilon(x_t, t, y)$ for the conditional and $\epsilon(x_t, t, \varnothing)$
-# for the unconditional, where $\varnothing$ is a **null label** (in `course_lib.unet.UNet`, label `num_classes` = 10). In
+# for the unconditional, where $\varnothing$ is a **null label** (in `course_lib.topics.unet.UNet`, label `num_classes` = 10). In
 # $\epsilon$ coordinates ($\nabla \log p_t = -\epsilon / \sqrt{1 - \bar\alpha_t}$):
 #
 # $$
@@ -373,7 +375,7 @@ def my_cfg_eps(model, x, t, labels, s):
     return eps_uncond + s * (eps_cond - eps_uncond)
 
 
-cfg_model = course_lib.recipes.load_shipped("cfg_mnist", DEVICE)  # the shipped class-conditional U-Net (section D.3 trains one)
+cfg_model = course_lib.zoo.load_shipped("cfg_mnist", DEVICE)  # the shipped class-conditional U-Net (section D.3 trains one)
 x_t = torch.randn(8, 1, 28, 28, generator=generator).to(DEVICE)
 t_batch, labels = torch.full((8,), 400, device=DEVICE), torch.arange(8, device=DEVICE)
 with torch.no_grad():
@@ -400,7 +402,7 @@ fraction_null = (dropped == 10).double().mean().item()
 assert abs(fraction_null - 0.2) < 0.006 and torch.equal(dropped[dropped != 10], many_labels[dropped != 10])
 print(f"fraction replaced by the null label: {fraction_null:.4f} (p_uncond = 0.2); the others unchanged")
 
-trained_model, train_history, train_metrics, train_recipe = course_lib.recipes.cfg_mnist()
+trained_model, train_history, train_metrics, train_recipe = course_lib.zoo.cfg_mnist.train()
 print(f"trained under {train_recipe['profile']}: {train_recipe['steps']} steps, widths {train_recipe['widths']}, "
       f"final loss {train_metrics['final_train_loss']}")
 shipped_entry = read_manifest()["cfg_mnist"]
@@ -433,7 +435,7 @@ def draw_scale(ax, scale):
     ax.set_title(f"s = {scale:g} ({kind}), targets 0-9 by column")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_scale, figsize=(9, 1.3 + 0.9 * widget_cfg.rows),
     scale=ipywidgets.SelectionSlider(options=list(widget_cfg.scales), value=3.0, description="scale s"))
 
@@ -443,7 +445,7 @@ course_lib.widgets.interactive_figure(
 #
 # For each scale $s$: $n$ samples (labels 0-9 in turn, the same starting noise for every $s$), DDIM with $\eta = 0$; the shipped
 # clean-digit classifier's accuracy on the *intended* label, and the FID on its features against $n$ real test digits,
-# printed next to the real-vs-real floor at the same $n$ (chapter 11's FID). The bench (`python -m course_lib.bench
+# printed next to the real-vs-real floor at the same $n$ (chapter 11's FID). The bench (`python -m course_lib.zoo bench
 # cfg_mnist`) runs the same sweep with $n = 500$.
 
 # %%
@@ -496,7 +498,7 @@ plt.show()
 # $$
 #
 # This is the replacement step of RePaint (Lugmayr et al. 2022) **without its resampling** (RePaint jumps back up in noise
-# and re-denoises several times so the generated part can adapt to the known part). `course_lib.guidance.inpaint` runs it on
+# and re-denoises several times so the generated part can adapt to the known part). `course_lib.topics.guidance.inpaint` runs it on
 # chapter 11's DDIM steps with $\eta = 1$ (fresh noise each step, as ancestral sampling) and the shipped unconditional DDPM.
 # Two checks: with nothing masked the result is the original exactly; and the known pixels are never touched.
 
@@ -553,7 +555,7 @@ def draw_inpainting(axes, x0, y0, x1, y1):
         ax.axis("off")
 
 
-course_lib.widgets.interactive_figure(
+course_lib.core.widgets.interactive_figure(
     draw_inpainting, ncols=6, figsize=(10, 2.2),
     x0=ipywidgets.IntSlider(value=0, min=0, max=27, description="x0"),
     y0=ipywidgets.IntSlider(value=14, min=0, max=27, description="y0"),
@@ -581,10 +583,10 @@ def my_guided_eps_ho_salimans(eps_cond, eps_uncond, w):
 # %%
 exercise_inputs = [(torch.randn(3, 1, 28, 28, generator=generator), torch.randn(3, 1, 28, 28, generator=generator), w)
                    for w in [0.0, 1.0, 6.5, -1.0]]
-course_lib.check.check_function(my_guided_eps_ho_salimans, guided_eps_ho_salimans, exercise_inputs)
+course_lib.core.check.check_function(my_guided_eps_ho_salimans, guided_eps_ho_salimans, exercise_inputs)
 
 # %%
-course_lib.check.show_solution(guided_eps_ho_salimans)
+course_lib.core.check.show_solution(guided_eps_ho_salimans)
 
 # %% [markdown]
 # **H.2** Label dropout: replace each label by `null_label` with probability `p_uncond`, drawing one uniform number per label
@@ -599,13 +601,13 @@ def my_drop_labels(labels, p_uncond, null_label, generator=None):
 
 # %%
 dropout_inputs = [(torch.randint(0, 10, (50,), generator=generator), p, 10, seed) for p, seed in [(0.2, 0), (0.5, 1), (0.0, 2), (1.0, 3)]]
-course_lib.check.check_function(
+course_lib.core.check.check_function(
     lambda labels, p, null, seed: my_drop_labels(labels, p, null, torch.Generator().manual_seed(seed)),
     lambda labels, p, null, seed: drop_labels(labels, p, null, torch.Generator().manual_seed(seed)),
     dropout_inputs, name="my_drop_labels")
 
 # %%
-course_lib.check.show_solution(drop_labels)
+course_lib.core.check.show_solution(drop_labels)
 
 # %% [markdown]
 # **H.3** The exact noisy classifier of a mixture: $\log p(y \mid x) = \log \sum_{k \in y} \pi_k \mathcal{N}(x; \mu_k, \sigma_k^2 I) - \log \sum_k \pi_k \mathcal{N}(x; \mu_k, \sigma_k^2 I)$,
@@ -624,10 +626,10 @@ def my_class_log_prob(mixture, component_classes, x, label):
 # %%
 classifier_inputs = [(noised_mixture(mixture, schedule, t), component_classes, torch.randn(20, 2, dtype=torch.float64, generator=generator) * 3, label)
                      for t, label in [(0, 0), (0, 1), (300, 1), (800, 0)]]
-course_lib.check.check_function(my_class_log_prob, class_log_prob, classifier_inputs, atol=1e-8)
+course_lib.core.check.check_function(my_class_log_prob, class_log_prob, classifier_inputs, atol=1e-8)
 
 # %%
-course_lib.check.show_solution(class_log_prob)
+course_lib.core.check.show_solution(class_log_prob)
 
 # %% [markdown]
 # **H.4** (open) Inpainting with CFG: use `cfg_mnist` with a label and $s = 3$ as the model inside `inpaint`

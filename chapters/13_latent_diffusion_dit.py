@@ -10,7 +10,7 @@
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 253
-#         source: the chapter's table before course_lib.timing, commit c88834f (nbval/nbconvert)
+#         source: the chapter's table before course_lib.tools.timing, commit c88834f (nbval/nbconvert)
 #       gpu:
 #         note: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU
 #         seconds: null
@@ -58,7 +58,7 @@
 # |---|---|---|
 # | `ci` | the autoencoder 40 steps; a DiT and a latent U-Net 30 steps each on 2,000 latents | 22 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the autoencoder 300 steps; DiT and U-Net 400 steps each on 60,000 latents (DiT 104 s, U-Net 49 s) | 4 min 13 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
-# | `gpu` | the shipped recipes: autoencoder 600 steps, DiT 3,500 steps (`python -m course_lib.train ldm_autoencoder` / `dit_mnist --profile gpu`); DiT and U-Net 2,000 steps each here | not measured: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU |
+# | `gpu` | the shipped recipes: autoencoder 600 steps, DiT 3,500 steps (`python -m course_lib.zoo train ldm_autoencoder` / `dit_mnist --profile gpu`); DiT and U-Net 2,000 steps each here | not measured: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU |
 #
 # Whatever the profile, the figures use the shipped checkpoints `ldm_autoencoder` and `dit_mnist`, and chapter 11's
 # `ddpm_mnist` for the pixel-space comparison.
@@ -72,23 +72,25 @@ import torch.nn.functional as F
 from torch import nn
 
 import course_lib
-import course_lib.check
-import course_lib.dit
-import course_lib.ldm
-import course_lib.recipes
-import course_lib.widgets
+import course_lib.core.check
+import course_lib.core.widgets
+import course_lib.topics.dit
+import course_lib.topics.ldm
+import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
+from course_lib.core.layers import to_pixel_range
+from course_lib.core.plotting import image_grid, plot_losses
+from course_lib.core.train import fit, minibatches, warmup_cosine
 from course_lib.data import load_mnist
-from course_lib.diffusion import NoiseSchedule, ddim_sample, ddpm_loss, load_ddpm_mnist, to_pixel_range
-from course_lib.dit import DiT, DiTBlock, modulate, sincos_position_embedding
-from course_lib.ldm import (KLAutoencoder, LatentUNet, autoencoder_loss, balanced_labels, decode_latents,
-                            encode_latents, evaluate_autoencoder, latent_ddpm_loss, sample_latent_diffusion,
-                            scale_factor_from)
-from course_lib.metrics import quality_of_samples
-from course_lib.plotting import image_grid, plot_losses
-from course_lib.train import fit, minibatches, warmup_cosine
-from course_lib.vae import gaussian_kl, reparameterize
-from course_lib.vit import measured_multiply_adds, patchify, unpatchify
+from course_lib.eval.fid import quality_of_samples
+from course_lib.topics.diffusion import NoiseSchedule, ddim_sample, ddpm_loss
+from course_lib.topics.dit import DiT, DiTBlock, modulate, sincos_position_embedding
+from course_lib.topics.ldm import (KLAutoencoder, LatentUNet, autoencoder_loss, balanced_labels, decode_latents,
+                                   encode_latents, evaluate_autoencoder, latent_ddpm_loss, sample_latent_diffusion,
+                                   scale_factor_from)
+from course_lib.topics.vae import gaussian_kl, reparameterize
+from course_lib.topics.vit import measured_multiply_adds, patchify, unpatchify
+from course_lib.zoo import load_ddpm_mnist
 
 print(f"profile {profile()!r}, device {device()}, torch threads {torch.get_num_threads()}")
 x_train, y_train = load_mnist("train")
@@ -159,7 +161,7 @@ print("KL summed over the 196 latent values, closed form = torch.distributions:"
 # and ends in a plain convolution: its output is the pixel value itself, with no sigmoid (a sigmoid in front of a
 # squared error saturates early in training, when the decoder first learns that most pixels are 0, and its gradient
 # then vanishes: we tried it, and the autoencoder got stuck at "every pixel 0"). Samples are clamped to $[0, 1]$ only
-# when decoded for display and FID. Built here by hand, then checked against `course_lib.ldm.KLAutoencoder` with the
+# when decoded for display and FID. Built here by hand, then checked against `course_lib.topics.ldm.KLAutoencoder` with the
 # same weights.
 
 # %%
@@ -192,7 +194,7 @@ mine, mu_mine, _ = my_autoencode(x_few, eps_few)
 mu_lib, logvar_lib = library_ae.encode(x_few)
 z_lib = reparameterize(mu_lib.flatten(1), logvar_lib.flatten(1), eps=eps_few.flatten(1)).view_as(mu_lib)
 torch.testing.assert_close(library_ae.decode(z_lib), mine)
-print(f"step-by-step build = course_lib.ldm.KLAutoencoder; {sum(p.numel() for p in library_ae.parameters()):,} parameters")
+print(f"step-by-step build = course_lib.topics.ldm.KLAutoencoder; {sum(p.numel() for p in library_ae.parameters()):,} parameters")
 
 # %% [markdown]
 # ### A.4 Training, then the shipped autoencoder
@@ -201,7 +203,7 @@ print(f"step-by-step build = course_lib.ldm.KLAutoencoder; {sum(p.numel() for p 
 # figures then use the shipped `ldm_autoencoder` (600 steps on all 60,000 digits).
 
 # %%
-ae_cfg = course_lib.recipes.ldm_autoencoder_settings()
+ae_cfg = course_lib.zoo.settings("ldm_autoencoder")
 generator = seed_everything(1)
 ae = KLAutoencoder(latent_channels=ae_cfg.latent_channels, widths=ae_cfg.widths).to(device())
 optimizer = torch.optim.Adam(ae.parameters(), lr=ae_cfg.lr)
@@ -211,8 +213,8 @@ ae_history = fit(ae, lambda m, batch: autoencoder_loss(m, batch, ae_cfg.kl_weigh
                  scheduler=warmup_cosine(optimizer, ae_cfg.warmup, ae_cfg.steps), desc="KL autoencoder")
 print(f"trained here: test MSE/pixel {evaluate_autoencoder(ae, x_test[:1000])['mse_per_pixel']:.4f} (1,000 digits)")
 
-autoencoder = course_lib.recipes.load_shipped("ldm_autoencoder", device())
-ae_entry = course_lib.checkpointing.read_manifest()["ldm_autoencoder"]
+autoencoder = course_lib.zoo.load_shipped("ldm_autoencoder", device())
+ae_entry = course_lib.core.checkpointing.read_manifest()["ldm_autoencoder"]
 recon_report = evaluate_autoencoder(autoencoder, x_test)
 print(f"shipped: test MSE/pixel {recon_report['mse_per_pixel']:.5f}, PSNR {recon_report['psnr_db']:.1f} dB, "
       f"KL {recon_report['kl_per_image']:.0f} nats/image (all 10,000 test digits)")
@@ -257,7 +259,7 @@ plt.show()
 #
 # Stable Diffusion's 0.18215 is exactly this: 1 / (std of its VAE's latents), measured once on training images. Ours
 # is stored in the autoencoder as a buffer (`scale_factor`, computed on 10,000 training digits by
-# `course_lib.ldm.set_scale_factor`). Checked: the scaled latents of the *test* digits have unit variance.
+# `course_lib.topics.ldm.set_scale_factor`). Checked: the scaled latents of the *test* digits have unit variance.
 
 # %%
 z_raw = encode_latents(autoencoder, x_test, scaled=False)                  # (10000, 4, 7, 7)
@@ -306,7 +308,7 @@ plt.show()
 # z_t = \sqrt{\bar{\alpha}_t}\, z_0 + \sqrt{1 - \bar{\alpha}_t}\, \varepsilon .
 # $$
 #
-# `course_lib.ldm.latent_ddpm_loss` is chapter 11's `ddpm_loss` with labels (10% of them replaced by a "no label"
+# `course_lib.topics.ldm.latent_ddpm_loss` is chapter 11's `ddpm_loss` with labels (10% of them replaced by a "no label"
 # token, so that classifier-free guidance, chapter 12, is possible later). Sampling is chapter 11's `ddim_sample` on
 # $7 \times 7 \times 4$ noise, then $\tilde{x} = \mathcal{D}(\hat{z}_0 / s)$. One difference: chapter 11 clipped
 # $\hat{x}_0$ to $[-1, 1]$ at every step because pixels live there; latents do not, so `clip_x0=False`.
@@ -314,7 +316,7 @@ plt.show()
 # value $= 1$:
 
 # %%
-fresh_dit = DiT(**course_lib.recipes.dit_mnist_settings().model)
+fresh_dit = DiT(**course_lib.zoo.settings("dit_mnist").model)
 loss_at_init = latent_ddpm_loss(fresh_dit, z_scaled[:512], y_test[:512], schedule,
                                 generator=torch.Generator().manual_seed(0)).item()
 print(f"loss of a fresh DiT: {loss_at_init:.4f} (E eps^2 = 1)")
@@ -329,8 +331,8 @@ assert abs(loss_at_init - 1) < 0.05
 
 # %%
 pixel_unet, pixel_schedule, _ = load_ddpm_mnist(device())
-dit = course_lib.recipes.load_shipped("dit_mnist", device())
-dit_entry = course_lib.checkpointing.read_manifest()["dit_mnist"]
+dit = course_lib.zoo.load_shipped("dit_mnist", device())
+dit_entry = course_lib.core.checkpointing.read_manifest()["dit_mnist"]
 one_t, one_y = torch.tensor([500]), torch.tensor([3])
 macs = {"pixel U-Net (ddpm_mnist)": measured_multiply_adds(pixel_unet.cpu(), torch.zeros(1, 1, 28, 28), one_t),
         "latent DiT (dit_mnist)": measured_multiply_adds(dit.cpu(), torch.zeros(1, 4, 7, 7), one_t, one_y),
@@ -418,7 +420,7 @@ assert torch.equal(unpatchify(patchify(z_round, 1), 1, 4, 7, 7), z_round)
 #
 # every block is exactly the identity, whatever its attention and MLP weights. The final layer (adaLN, then a linear
 # map to $C p^2$ numbers per token) is zero-initialised too, so a fresh DiT predicts $\hat{\varepsilon} = 0$. The block
-# step by step, against `course_lib.dit.DiTBlock` with the same (perturbed, so that nothing is trivially zero) weights:
+# step by step, against `course_lib.topics.dit.DiTBlock` with the same (perturbed, so that nothing is trivially zero) weights:
 
 # %%
 def my_dit_block(block, x, c):
@@ -438,7 +440,7 @@ with torch.no_grad():
     for p in block.parameters():
         p.add_(0.1 * torch.randn(p.shape, generator=generator))
 torch.testing.assert_close(my_dit_block(block, x_tokens, c_vec), block(x_tokens, c_vec)[0])
-print("perturbed: step-by-step block = course_lib.dit.DiTBlock")
+print("perturbed: step-by-step block = course_lib.topics.dit.DiTBlock")
 z_probe = torch.randn(4, 4, 7, 7, generator=generator)
 assert torch.equal(fresh_dit(z_probe, torch.tensor([1, 10, 100, 999]), torch.tensor([0, 1, 2, 10])), torch.zeros_like(z_probe))
 print("a fresh DiT outputs exactly zero")
@@ -453,7 +455,7 @@ print("a fresh DiT outputs exactly zero")
 # gates open, everything trains. Checked with three plain SGD steps on a fresh DiT:
 
 # %%
-probe = DiT(**course_lib.recipes.dit_mnist_settings().model)
+probe = DiT(**course_lib.zoo.settings("dit_mnist").model)
 probe_optimizer = torch.optim.SGD(probe.parameters(), lr=0.1)
 watch = {"final.linear.weight": "final linear layer", "blocks.0.adaLN_modulation.1.weight": "block 0 adaLN (gates)",
          "blocks.0.attn.qkv.weight": "block 0 attention q/k/v"}
@@ -473,7 +475,7 @@ assert grad_table[2][2] > 0                                                     
 #
 # > **Common confusion:** "DiT = ViT with a diffusion loss". Three things the one-liner hides: the conditioning is
 # > adaLN-Zero (not a [CLS] or label token), positions are *fixed* 2-D sin-cos embeddings
-# > (`course_lib.dit.sincos_position_embedding`), and DiT also learns a diagonal covariance $\Sigma_\theta$ (twice the
+# > (`course_lib.topics.dit.sincos_position_embedding`), and DiT also learns a diagonal covariance $\Sigma_\theta$ (twice the
 # > output channels, trained with the variational bound as in Improved DDPM), so the loss is $L_\text{simple}$ only for
 # > the $\varepsilon$ half. DiT is class-conditional (ImageNet labels), not text-conditional. Ours predicts
 # > $\varepsilon$ only, like chapter 11's U-Net.
@@ -504,7 +506,7 @@ def train_latent_model(model, desc, seed=2):
 
 
 seed_everything(3)
-dit_here, dit_history = train_latent_model(DiT(**course_lib.recipes.dit_mnist_settings().model), "DiT on latents")
+dit_here, dit_history = train_latent_model(DiT(**course_lib.zoo.settings("dit_mnist").model), "DiT on latents")
 
 # %%
 per_class = per_profile(ci=dict(n=6), cpu=dict(n=10), gpu=dict(n=10)).n
@@ -518,17 +520,17 @@ for ax, scale in zip(axes, (1.0, 5.0)):  # s = 1: plain conditional; s = 5: chap
 fig.suptitle("shipped dit_mnist: one row per class 0-9, DDIM 25 steps, decoded")
 plt.show()
 print(f"shipped dit_mnist (manifest): FID {dit_entry['metrics'].get('fid')} at n = {dit_entry['metrics'].get('fid_n')}, "
-      f"floor {dit_entry['metrics'].get('fid_floor')}; `python -m course_lib.bench dit_mnist` measures it again")
+      f"floor {dit_entry['metrics'].get('fid_floor')}; `python -m course_lib.zoo bench dit_mnist` measures it again")
 
 # %% [markdown]
-# Honest numbers for the shipped model (measured with `python -m course_lib.bench dit_mnist`, n = 500, DDIM 25
+# Honest numbers for the shipped model (measured with `python -m course_lib.zoo bench dit_mnist`, n = 500, DDIM 25
 # steps, no guidance): FID 258.7 against a real-vs-real floor of 17.8. Two parts of that are easy to separate. The
 # autoencoder alone, real test digits encoded and decoded, scores FID 35.9 at the same n: its blur is a floor no latent
 # model can go below. The rest is the DiT, trained for only 3,500 steps on one CPU thread (16 minutes): its digits
 # are often recognisable but malformed. Classifier-free guidance (chapter 12; the DiT was trained with 10% label
 # dropout, so it can be guided) at scale $s = 5$ ($w = 4$ in Ho & Salimans' convention) brings the FID to about 130 (same n and
 # sampler; the bench prints both, and pixel-space `ddpm_mnist` at the same n: about 83). A longer
-# run on a GPU is the way to a better number; the recipe is `python -m course_lib.train dit_mnist --profile gpu` with
+# run on a GPU is the way to a better number; the recipe is `python -m course_lib.zoo train dit_mnist --profile gpu` with
 # more steps.
 #
 # ### C.4 Attention maps
@@ -544,14 +546,14 @@ z0_show = z_scaled[:6].to(device())
 zt_show = schedule.q_sample(z0_show, t_show, torch.randn(z0_show.shape, generator=torch.Generator().manual_seed(2)).to(device()))
 with torch.no_grad():
     _, dit_attentions = dit(zt_show, torch.full((6,), t_show), y_test[:6].to(device()), return_attention=True)
-course_lib.widgets.attention_explorer(x_test[:6], [a.cpu() for a in dit_attentions], patch_size=4, prefix_tokens=0,
+course_lib.topics.vit.attention_explorer(x_test[:6], [a.cpu() for a in dit_attentions], patch_size=4, prefix_tokens=0,
                                       titles=[f"digit {int(y)}, t = {t_show}" for y in y_test[:6]], query=24,
                                       temperature=False)
 
 # %% [markdown]
 # ## D. DiT against a U-Net of about the same size, on the same latents
 #
-# `course_lib.ldm.LatentUNet` is chapter 11's U-Net design (its `ResBlock` and `SelfAttention`) on $7 \times 7$
+# `course_lib.topics.ldm.LatentUNet` is chapter 11's U-Net design (its `ResBlock` and `SelfAttention`) on $7 \times 7$
 # latents: one downsampling to $4 \times 4$, attention there, skip connections. We pick its widths so that its parameter
 # count is close to the DiT's, train it with exactly the settings of the DiT above, and compare at toy scale.
 
@@ -605,13 +607,13 @@ def my_modulate(x, shift, scale):
 
 # %%
 generator = seed_everything(8)
-course_lib.check.check_function(my_modulate, modulate,
+course_lib.core.check.check_function(my_modulate, modulate,
                                 [(torch.randn(2, 5, 8, generator=generator), torch.randn(2, 8, generator=generator),
                                   torch.randn(2, 8, generator=generator)),
                                  (torch.randn(3, 1, 4, generator=generator), torch.zeros(3, 4), torch.zeros(3, 4))])
 
 # %%
-course_lib.check.show_solution(modulate)
+course_lib.core.check.show_solution(modulate)
 
 # %% [markdown]
 # **Exercise 2: the scaling factor.** Write `my_scale_factor(latents)` returning $1 / \sigma$, the inverse standard
@@ -624,12 +626,12 @@ def my_scale_factor(latents):
 
 
 # %%
-course_lib.check.check_function(my_scale_factor, lambda z: torch.tensor(scale_factor_from(z)),
+course_lib.core.check.check_function(my_scale_factor, lambda z: torch.tensor(scale_factor_from(z)),
                                 [(5 * torch.randn(100, 4, 7, 7, generator=generator),),
                                  (0.2 * torch.randn(10, 3, generator=generator) + 4,)], rtol=1e-6)
 
 # %%
-course_lib.check.show_solution(scale_factor_from)
+course_lib.core.check.show_solution(scale_factor_from)
 
 # %% [markdown]
 # **Exercise 3: 2-D sin-cos positions.** Write `my_sincos_positions(grid, dim)`: for the tokens of a `grid` x `grid`
@@ -639,7 +641,7 @@ course_lib.check.show_solution(scale_factor_from)
 # %% tags=["exercise"]
 def my_sincos_positions(grid, dim):
     """(grid * grid, dim): [sinusoidal(row) | sinusoidal(col)] per token, rows first."""
-    from course_lib.unet import sinusoidal_embedding
+    from course_lib.topics.unet import sinusoidal_embedding
 
     rows = torch.arange(grid).repeat_interleave(grid)          # 0,0,...,1,1,...
     cols = torch.arange(grid).repeat(grid)                     # 0,1,...,0,1,...
@@ -647,10 +649,10 @@ def my_sincos_positions(grid, dim):
 
 
 # %%
-course_lib.check.check_function(my_sincos_positions, sincos_position_embedding, [(7, 64), (3, 8), (1, 4)])
+course_lib.core.check.check_function(my_sincos_positions, sincos_position_embedding, [(7, 64), (3, 8), (1, 4)])
 
 # %%
-course_lib.check.show_solution(sincos_position_embedding)
+course_lib.core.check.show_solution(sincos_position_embedding)
 
 # %% [markdown]
 # ## F. Discussion questions

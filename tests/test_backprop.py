@@ -1,9 +1,9 @@
-"""course_lib.backprop: MLP, manual_forward_backward, mlp_loss, numerical_gradient, relative_error."""
+"""course_lib.topics.backprop: MLP, manual_forward_backward, mlp_loss, numerical_gradient, relative_error."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.backprop import MLP, manual_forward_backward, mlp_loss, numerical_gradient, relative_error
+from course_lib.topics.backprop import MLP, manual_forward_backward, mlp_loss, numerical_gradient, relative_error
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""course_lib.boxes: conversions, IoU/GIoU (against a rasterised brute force), NMS (against its definition), AP."""
+"""course_lib.topics.boxes: conversions, IoU/GIoU (against a rasterised brute force), NMS (against its definition), AP."""
 import itertools
 
 import numpy as np
 import pytest
 import torch
 
-from course_lib import boxes as B
+from course_lib.topics import boxes as B
 
 
 def random_boxes(n, seed=0, size=20.0):

@@ -9,8 +9,8 @@ import jupytext
 import nbformat
 import pytest
 
-from course_lib.timing import (duration, last_cell, measured_cell, readme_chapter_rows, readme_column, table_row,
-                               with_last_cell)
+from course_lib.tools.timing import (duration, last_cell, measured_cell, readme_chapter_rows, readme_column, table_row,
+                                     with_last_cell)
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))

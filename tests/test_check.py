@@ -1,9 +1,9 @@
-"""course_lib.check: check_tensor, check_function, show_solution."""
+"""course_lib.core.check: check_tensor, check_function, show_solution."""
 import pytest
 import torch
 
-from course_lib.check import check_function, check_tensor, show_solution
-from course_lib.losses import log_softmax
+from course_lib.core.check import check_function, check_tensor, show_solution
+from course_lib.topics.losses import log_softmax
 
 
 def test_equal_tensors_pass(capsys):
@@ -237,7 +237,7 @@ def test_show_solution_displays_markdown_source(monkeypatch):
 
 def test_show_solution_of_a_class(monkeypatch):
     import IPython.display
-    from course_lib.backprop import MLP
+    from course_lib.topics.backprop import MLP
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
     show_solution(MLP)

@@ -1,4 +1,4 @@
-"""course_lib.checkpointing: save_checkpoint, load_checkpoint, read_manifest, and the shipped checkpoints."""
+"""course_lib.core.checkpointing: save_checkpoint, load_checkpoint, read_manifest, and the shipped checkpoints."""
 import builtins
 import datetime
 import errno
@@ -16,9 +16,9 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import checkpointing
-from course_lib.backprop import MLP
-from course_lib.checkpointing import CHECKPOINT_DIR, MANIFEST, load_checkpoint, read_manifest, save_checkpoint
+from course_lib.core import checkpointing
+from course_lib.topics.backprop import MLP
+from course_lib.core.checkpointing import CHECKPOINT_DIR, MANIFEST, load_checkpoint, read_manifest, save_checkpoint
 
 RECIPE = {"recipe": "tests.tiny", "seed": 0, "steps": 3}
 METRICS = {"test_accuracy": 0.5}
@@ -160,7 +160,8 @@ def test_good_names(tmp_path, name):
 
 
 def test_default_directory_is_the_package_folder():
-    assert CHECKPOINT_DIR.name == "checkpoints" and CHECKPOINT_DIR.parent.name == "course_lib"
+    assert CHECKPOINT_DIR.name == "checkpoints" and CHECKPOINT_DIR.parent.name == "zoo"
+    assert CHECKPOINT_DIR.parent.parent.name == "course_lib"
     assert checkpointing.MANIFEST == "manifest.json"
 
 
@@ -240,7 +241,7 @@ def test_file_size_limit_leaves_the_old_checkpoint_loadable(tmp_path, too_big):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from torch import nn
-        from course_lib.checkpointing import save_checkpoint
+        from course_lib.core.checkpointing import save_checkpoint
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so the write fails with EFBIG, not a killed process
         resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         big = {too_big == "weights"}
@@ -284,7 +285,7 @@ import sys, time
 from pathlib import Path
 import torch
 from torch import nn
-from course_lib.checkpointing import save_checkpoint
+from course_lib.core.checkpointing import save_checkpoint
 
 directory, me = Path(sys.argv[1]), int(sys.argv[2])
 (directory / f"ready-{me}").touch()
@@ -398,7 +399,7 @@ def test_truncated_manifest_is_named_with_its_line_and_the_fix(tmp_path):
 def test_damaged_shipped_manifest_says_git_checkout(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpointing, "CHECKPOINT_DIR", tmp_path)
     (tmp_path / MANIFEST).write_text('{"mlp_mnist": {"file": "mlp_mnist.pt", "sha')
-    with pytest.raises(ValueError, match=r"line 1, column \d+.*git checkout -- course_lib/checkpoints/manifest.json"):
+    with pytest.raises(ValueError, match=r"line 1, column \d+.*git checkout -- course_lib/zoo/checkpoints/manifest.json"):
         read_manifest()
     (tmp_path / MANIFEST).write_text("[]")
     with pytest.raises(ValueError, match="holds a list"):
@@ -452,35 +453,35 @@ def _fake_shipped(tmp_path, name="ncsn_2d", drop=None):
 
 
 def test_load_shipped_entry_without_recipe_is_named(tmp_path):
-    from course_lib.recipes import load_shipped
+    from course_lib.zoo import load_shipped
     _fake_shipped(tmp_path, drop=["recipe"])
     with pytest.raises(ValueError, match="the entry 'ncsn_2d' in .* has no 'recipe' field"):
         load_shipped("ncsn_2d", directory=tmp_path)
 
 
 def test_load_shipped_recipe_without_model_is_named(tmp_path):
-    from course_lib.recipes import load_shipped
+    from course_lib.zoo import load_shipped
     _fake_shipped(tmp_path, drop=["recipe", "model"])
     with pytest.raises(ValueError, match="the entry 'ncsn_2d' in .* lacks 'model' in its recipe"):
         load_shipped("ncsn_2d", directory=tmp_path)
 
 
 def test_load_shipped_unknown_name_lists_the_shipped_and_suggests_no_command(tmp_path):
-    from course_lib.recipes import load_shipped
+    from course_lib.zoo import load_shipped
     _fake_shipped(tmp_path, "mlp_mnist")
     with pytest.raises(FileNotFoundError) as err:
         load_shipped("nope", directory=tmp_path)
     message = str(err.value)
     assert "no model named 'nope'" in message and "Shipped: mlp_mnist." in message
-    assert "course_lib.train" not in message
+    assert "python -m course_lib.zoo train" not in message
     with pytest.raises(FileNotFoundError, match="Did you mean 'mlp_mnist'"):
         load_shipped("mlp_mnsit", directory=tmp_path)
 
 
 def test_load_shipped_known_recipe_not_shipped_suggests_training(tmp_path, monkeypatch):
-    from course_lib.recipes import load_shipped
+    from course_lib.zoo import load_shipped
     monkeypatch.setattr(checkpointing, "CHECKPOINT_DIR", tmp_path)  # the default folder, looked up now
-    with pytest.raises(FileNotFoundError, match=f"in {tmp_path}; shipped: none.*python -m course_lib.train vae_mnist"):
+    with pytest.raises(FileNotFoundError, match=f"in {tmp_path}; shipped: none.*python -m course_lib.zoo train vae_mnist"):
         load_shipped("vae_mnist")
 
 
@@ -512,7 +513,7 @@ def test_no_unlisted_checkpoint_files():
 @pytest.mark.skipif("mlp_mnist" not in SHIPPED, reason="mlp_mnist not shipped yet")
 def test_shipped_mlp_mnist_reaches_its_recorded_accuracy():
     from course_lib.data import load_mnist
-    from course_lib.train import accuracy
+    from course_lib.core.train import accuracy
 
     entry = SHIPPED["mlp_mnist"]
     model = MLP(n_hidden=500)

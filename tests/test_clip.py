@@ -1,12 +1,12 @@
-"""course_lib.clip: the symmetric InfoNCE loss, the word tokenizer, the text tower, TinyCLIP, zero-shot prediction."""
+"""course_lib.topics.clip: the symmetric InfoNCE loss, the word tokenizer, the text tower, TinyCLIP, zero-shot prediction."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import clip as C
-from course_lib import recipes
+from course_lib import zoo
+from course_lib.topics import clip as C
 
 
 def gen(seed=0):
@@ -212,7 +212,7 @@ def test_model_rebuilds_from_its_config_like_the_manifest():
     model = tiny_clip()
     import json
     entry = {"recipe": {"model": json.loads(json.dumps(model.config))}}
-    twin = recipes.MODELS["clip_mnist"](entry).eval()
+    twin = zoo.MODELS["clip_mnist"].build(entry).eval()
     twin.load_state_dict(model.state_dict())
     images = torch.rand(2, 1, 28, 28, generator=gen())
     tokens = model.tokenizer.encode(["the number one", "a handwritten 1"])
@@ -270,18 +270,20 @@ def test_linear_probe_separates_separable_features():
 
 def test_clip_settings_exist_for_every_profile():
     for name in ("ci", "cpu", "gpu"):
-        cfg = recipes.clip_mnist_settings(name)
+        cfg = zoo.settings("clip_mnist", name)
         assert cfg.profile == name and cfg.steps >= 1 and cfg.model["max_logit_scale"] == 100.0
         assert cfg.model["init_temperature"] == 0.07
 
 
-def test_bench_shows_zero_shot_accuracy_of_at_least_0_90(capsys):
-    from course_lib import bench
+def test_bench_shows_zero_shot_accuracy_of_at_least_0_90():
+    from course_lib.zoo.bench import measure
 
-    bench.main(["clip_mnist"])
-    row = capsys.readouterr().out.splitlines()[1]
-    assert row.startswith("clip_mnist") and "held-out template" in row and "chance 0.10" in row
-    assert float(row.split("train prompts")[1].split()[0]) >= 0.90
+    result = measure("clip_mnist")
+    assert result.metric == "MNIST zero-shot acc (10k), train prompts" and result.value >= 0.90
+    assert result.references["chance"] == 0.1
+    held_out = [label for label in result.references if label.startswith("held-out template")]
+    assert len(held_out) == len(C.HELD_OUT_TEMPLATES)
+    assert all(0.0 <= result.references[label] <= 1.0 for label in held_out)
 
 
 def test_clip_recipe_records_a_model_config_that_rebuilds(monkeypatch):
@@ -289,13 +291,13 @@ def test_clip_recipe_records_a_model_config_that_rebuilds(monkeypatch):
 
     model = tiny_clip()
     history = SimpleNamespace(losses=[1.0] * 60, wall_time_s=0.0)
-    monkeypatch.setattr(C, "train_clip", lambda cfg, seed=0, show_progress=True: (model, history))
+    monkeypatch.setattr(C, "train_clip", lambda cfg, seed=0, show_progress=True, **fit_options: (model, history))
     monkeypatch.setattr(C, "evaluate_clip", lambda m, x, y: {"zero_shot_acc": 0.5, "held_out_0_acc": 0.4,
                                                              "held_out_1_acc": 0.3, "logit_scale_exp": 14.0})
     monkeypatch.setattr(C, "image_features", lambda m, x, batch_size=1000: torch.zeros(len(x), 2))
     monkeypatch.setattr(C, "linear_probe", lambda *args, **kwargs: 0.9)
-    _, _, metrics, recipe = recipes.clip_mnist("ci", show_progress=False)
+    _, _, metrics, recipe = zoo.MODELS["clip_mnist"].train("ci", show_progress=False)
     assert metrics["zero_shot_test_accuracy"] == 0.5 and metrics["linear_probe_test_accuracy"] == 0.9
     assert recipe["model"] == model.config and recipe["held_out_templates"] == list(C.HELD_OUT_TEMPLATES)
-    twin = recipes.MODELS["clip_mnist"]({"recipe": recipe})  # what load_shipped does with the manifest entry
+    twin = zoo.MODELS["clip_mnist"].build({"recipe": recipe})  # what load_shipped does with the manifest entry
     twin.load_state_dict(model.state_dict())

@@ -1,4 +1,4 @@
-"""course_lib.cnn: conv arithmetic, receptive fields (recursion, autograd, ERF), SmallCNN, saliency, Grad-CAM, augmentation."""
+"""course_lib.topics.cnn: conv arithmetic, receptive fields (recursion, autograd, ERF), SmallCNN, saliency, Grad-CAM, augmentation."""
 import math
 from types import SimpleNamespace
 
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib import cnn as C
-from course_lib import recipes
-from course_lib.losses import cross_entropy
+from course_lib import zoo
+from course_lib.topics import cnn as C
+from course_lib.topics.losses import cross_entropy
 
 
 def gen(seed=0):
@@ -353,40 +353,38 @@ def test_cutmix_label_equals_pixel_fraction():
 
 def test_cnn_fashion_settings_exist_for_every_profile():
     for name in ("ci", "cpu", "gpu"):
-        cfg = recipes.cnn_fashion_settings(name)
+        cfg = zoo.settings("cnn_fashion", name)
         assert cfg.profile == name and cfg.steps >= 1 and cfg.model["channels"] == (32, 64, 128)
 
 
 def test_cnn_fashion_recipe_runs(monkeypatch):
-    import course_lib.data
-
-    real = course_lib.data.load_fashion_mnist
-    monkeypatch.setattr(course_lib.data, "load_fashion_mnist", lambda split="train": tuple(t[:256] for t in real(split)))
+    real = zoo.cnn_fashion.load_fashion_mnist  # the name the record's train looks up
+    monkeypatch.setattr(zoo.cnn_fashion, "load_fashion_mnist", lambda split="train": tuple(t[:256] for t in real(split)))
     tiny = SimpleNamespace(profile="ci", model=dict(channels=(4, 8, 8), first_kernel=5, in_channels=1, num_classes=10,
                                                     batch_norm=True),
                            n_train=256, steps=3, batch_size=32, lr=1e-3, warmup_steps=1, crop_padding=2,
                            min_test_accuracy=0.0)
-    monkeypatch.setattr(recipes, "cnn_fashion_settings", lambda active=None: tiny)
-    model, history, metrics, recipe = recipes.cnn_fashion("ci", show_progress=False)
+    monkeypatch.setattr(zoo.cnn_fashion, "settings", lambda active=None: tiny)
+    model, history, metrics, recipe = zoo.MODELS["cnn_fashion"].train("ci", show_progress=False)
     assert len(history.losses) == 3 and not model.training and 0 <= metrics["test_accuracy"] <= 1
-    assert recipe["recipe"] == "course_lib.recipes.cnn_fashion" and recipe["model"]["channels"] == (4, 8, 8)
+    assert recipe["recipe"] == "course_lib.zoo.cnn_fashion" and recipe["model"]["channels"] == (4, 8, 8)
 
 
 def test_shipped_cnn_fashion_is_small_and_accurate():
-    from course_lib.checkpointing import read_manifest
+    from course_lib.core.checkpointing import read_manifest
 
     entry = read_manifest()["cnn_fashion"]
     assert entry["size_bytes"] < 1_000_000 and entry["metrics"]["test_accuracy"] >= 0.91
-    model = recipes.load_shipped("cnn_fashion")
+    model = zoo.load_shipped("cnn_fashion")
     assert isinstance(model, C.SmallCNN) and not model.training
 
 
-def test_bench_reports_the_shipped_cnn(capsys, monkeypatch):
-    import course_lib.data
-    from course_lib import bench
+def test_bench_reports_the_shipped_cnn(monkeypatch):
+    from course_lib.zoo import common
+    from course_lib.zoo.bench import measure
 
-    real = course_lib.data.load_fashion_mnist  # the first 2,000 test images keep the test fast; make bench uses all
-    monkeypatch.setattr(course_lib.data, "load_fashion_mnist", lambda split="test": tuple(t[:2000] for t in real(split)))
-    bench.main(["cnn_fashion"])
-    line = capsys.readouterr().out.splitlines()[1]
-    assert line.startswith("cnn_fashion") and float(line.split("test accuracy (10k)")[1].split()[0]) >= 0.9
+    real = common.DATASETS["Fashion-MNIST"]  # the first 2,000 test images keep the test fast; make bench uses all
+    monkeypatch.setitem(common.DATASETS, "Fashion-MNIST", lambda split="test": tuple(t[:2000] for t in real(split)))
+    result = measure("cnn_fashion")
+    assert result.metric == "Fashion-MNIST test accuracy (10k)" and result.value >= 0.9
+    assert result.references["bar"] == 0.91 and result.references["human labellers"] == 0.835

@@ -1,4 +1,4 @@
-"""course_lib.detr: matching cost, Hungarian matcher vs brute force, set loss, the tiny DETR, evaluation, bench row."""
+"""course_lib.topics.detr: matching cost, Hungarian matcher vs brute force, set loss, the tiny DETR, evaluation, bench row."""
 import math
 import re
 from types import SimpleNamespace
@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import boxes as B
-from course_lib import detr as D
-from course_lib import recipes
+from course_lib import zoo
+from course_lib.core.checkpointing import read_manifest
+from course_lib.topics import boxes as B
+from course_lib.topics import detr as D
 
 SMALL = dict(num_classes=3, num_queries=5, dim=32, heads=4, encoder_layers=1, decoder_layers=2, mlp_ratio=2.0,
              backbone_channels=(8, 8, 16))
@@ -85,7 +86,7 @@ def test_sine_position_embedding_shape_and_values():
 
 def step_by_step_detr(model, images):
     """The chapter's build with the library's weights: plain tensor operations and vit's attention."""
-    from course_lib.vit import scaled_dot_product_attention
+    from course_lib.topics.vit import scaled_dot_product_attention
 
     def attend(module, q_in, k_in, v_in):
         b, n_q, d = q_in.shape
@@ -145,12 +146,12 @@ def test_training_loss_runs_and_reaches_every_parameter():
 
 
 def test_train_detr_few_steps_and_recipe_settings():
-    cfg = recipes.detr_shapes_settings("ci")
+    cfg = zoo.settings("detr_shapes", "ci")
     small = SimpleNamespace(**{**vars(cfg), "model": SMALL, "steps": 3, "batch_size": 4})
     model, history = D.train_detr(small, show_progress=False)
     assert len(history.losses) == 3 and all(math.isfinite(v) for v in history.losses)
     for name in ("ci", "cpu", "gpu"):
-        assert recipes.detr_shapes_settings(name).model["num_queries"] >= 3
+        assert zoo.settings("detr_shapes", name).model["num_queries"] >= 3
 
 
 def test_predict_and_evaluate_on_a_perfect_fake_model():
@@ -168,17 +169,16 @@ def test_evaluation_scenes_are_fixed():
     assert torch.equal(a["images"], b["images"]) and a["images"].shape == (5, 3, 48, 48)
 
 
-@pytest.mark.skipif("detr_shapes" not in recipes.checkpointing.read_manifest(), reason="no shipped detr_shapes")
-def test_bench_row_prints_and_beats_random_init(capsys):
-    from course_lib import bench
+@pytest.mark.skipif("detr_shapes" not in read_manifest(), reason="no shipped detr_shapes")
+def test_bench_measures_map_and_beats_random_init():
+    from course_lib.zoo.bench import measure
 
-    bench.main(["detr_shapes"])
-    row = capsys.readouterr().out.splitlines()[-1]
-    assert row.startswith("detr_shapes") and "mAP@0.5" in row
-    value = float(row.split("obj)")[1].split()[0])
-    reference = float(re.search(r"random-init model ([0-9.]+)", row).group(1))
-    assert re.search(r"\d+/\d+ ground-truth boxes matched", row)
-    assert value > 0.5 and value > reference + 0.3
+    result = measure("detr_shapes")
+    assert "mAP@0.5" in result.metric
+    matched = result.references["ground-truth boxes matched (right class, IoU >= 0.5, score >= 0.5)"]
+    assert re.fullmatch(r"\d+/\d+", matched)
+    assert len(result.references["AP per class circle / square / triangle"]) == 3
+    assert result.value > 0.5 and result.value > result.references["random-init model"] + 0.3
 
 
 def test_set_loss_needs_one_target_per_image():

@@ -1,15 +1,17 @@
-"""course_lib.diffusion: schedules, the forward process and its posterior, L_simple, the samplers, EMA."""
+"""course_lib.topics.diffusion: schedules, the forward process and its posterior, L_simple, the samplers, EMA."""
 import math
 
 import pytest
 import torch
 
-from course_lib import checkpointing, diffusion
+from course_lib.core import checkpointing
+from course_lib.core.layers import to_model_range, to_pixel_range
 from course_lib.data import GaussianMixture2D
-from course_lib.diffusion import (MLPDenoiser, NoiseSchedule, cosine_betas, ddim_sample, ddim_sigma, ddim_step,
-                                  ddim_timesteps, ddpm_loss, ddpm_sample, ddpm_step, linear_betas,
-                                  probability_flow_euler_sample, probability_flow_euler_step, to_model_range,
-                                  to_pixel_range, vlb_weights)
+from course_lib.topics import diffusion
+from course_lib.topics.diffusion import (MLPDenoiser, NoiseSchedule, cosine_betas, ddim_sample, ddim_sigma, ddim_step,
+                                         ddim_timesteps, ddpm_loss, ddpm_sample, ddpm_step, linear_betas,
+                                         probability_flow_euler_sample, probability_flow_euler_step, vlb_weights)
+from course_lib.zoo import load_ddpm_mnist
 
 
 @pytest.fixture
@@ -328,14 +330,14 @@ def test_mlp_denoiser_learns_a_simple_eps():
 
 def test_load_ddpm_mnist_says_what_to_do_when_missing(monkeypatch):
     monkeypatch.setattr(checkpointing, "read_manifest", lambda *a, **k: {})
-    with pytest.raises(FileNotFoundError, match="course_lib.train ddpm_mnist"):
-        diffusion.load_ddpm_mnist()
+    with pytest.raises(FileNotFoundError, match="python -m course_lib.zoo train ddpm_mnist"):
+        load_ddpm_mnist()
 
 
 def test_load_ddpm_mnist_when_shipped():
     if "ddpm_mnist" not in checkpointing.read_manifest():
         pytest.skip("ddpm_mnist is not shipped in this checkout")
-    model, sched, entry = diffusion.load_ddpm_mnist()
+    model, sched, entry = load_ddpm_mnist()
     assert sched.T == entry["recipe"]["T"]
     with torch.no_grad():
         out = model(torch.zeros(1, 1, 28, 28), torch.tensor([500]))

@@ -1,4 +1,4 @@
-"""course_lib.dino: the DINO objective, centre and EMA schedule, head, multi-crop, trainer, attention read-outs, TokenCut."""
+"""course_lib.topics.dino: the DINO objective, centre and EMA schedule, head, multi-crop, trainer, attention read-outs, TokenCut."""
 import math
 from types import SimpleNamespace
 
@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib import dino as D
-from course_lib import recipes
+from course_lib import zoo
 from course_lib.data import make_shapes
+from course_lib.topics import dino as D
 
 
 def gen(seed=0):
@@ -191,7 +191,7 @@ def test_trainer_runs_a_few_steps_and_moves_the_teacher():
 
 
 def test_dino_recipe_runs_under_ci():
-    cfg = recipes.dino_shapes_settings("ci")
+    cfg = zoo.settings("dino_shapes", "ci")
     small = SimpleNamespace(**{**vars(cfg), "steps": 3, "batch_size": 4})
     trainer, history = D.train_dino(small, show_progress=False)
     assert len(history.losses) == 3 and all(math.isfinite(v) for v in history.losses)
@@ -239,7 +239,7 @@ def test_attention_report_on_a_random_vit_has_mass_near_the_area():
     torch.manual_seed(3)
     vit = D.DINO(VIT, HEAD).backbone.eval()
     scenes = D.evaluation_scenes(40)
-    report = D.attention_report(vit, scenes.images, scenes.masks)
+    report = D.attention_report(vit, scenes["images"], scenes["masks"])
     assert report["iou"].shape == (4,) and 0 <= report["best_iou"] <= 1
     assert (report["mass_on_object"] - report["object_area"]).abs().max() < 0.15
 
@@ -257,8 +257,8 @@ def test_tokencut_finds_a_block_of_similar_features():
 
 def test_evaluation_scenes_are_fixed():
     a, b = D.evaluation_scenes(5), D.evaluation_scenes(5)
-    assert torch.equal(a.images, b.images) and a.masks.shape == (5, 32, 32)
-    assert torch.equal(a.images, make_shapes(5, seed=10_000, **D.shapes_settings())["images"])
+    assert torch.equal(a["images"], b["images"]) and a["masks"].shape == (5, 32, 32)
+    assert torch.equal(a["images"], make_shapes(5, seed=10_000, **D.shapes_settings())["images"])
 
 
 def test_make_shapes_striped_background_is_additive():

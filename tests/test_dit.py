@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from course_lib.dit import DiT, DiTBlock, FinalLayer, modulate, sincos_position_embedding
-from course_lib.unet import sinusoidal_embedding
-from course_lib.vit import patchify
+from course_lib.core.layers import sinusoidal_embedding
+from course_lib.topics.dit import DiT, DiTBlock, FinalLayer, modulate, sincos_position_embedding
+from course_lib.topics.vit import patchify
 
 
 def _perturb(module, seed=0):
@@ -93,8 +93,8 @@ def test_final_layer_is_zero_at_initialisation():
 
 
 def test_config_rebuilds_the_architecture_and_shipped_weights_load():
-    from course_lib.checkpointing import read_manifest
-    from course_lib.recipes import MODELS, load_shipped
+    from course_lib.core.checkpointing import read_manifest
+    from course_lib.zoo import MODELS, load_shipped
 
     model = DiT(dim=32, depth=2, heads=4)
     rebuilt = DiT(**model.config)
@@ -106,23 +106,28 @@ def test_config_rebuilds_the_architecture_and_shipped_weights_load():
 
 
 def test_dit_recipe_runs_under_ci_on_the_shipped_autoencoder():
-    from course_lib.checkpointing import read_manifest
-    from course_lib.recipes import dit_mnist
+    from course_lib import zoo
+    from course_lib.core.checkpointing import read_manifest
 
     if "ldm_autoencoder" not in read_manifest():
         pytest.skip("ldm_autoencoder not shipped yet")
-    model, history, metrics, recipe = dit_mnist("ci", show_progress=False)
+    model, history, metrics, recipe = zoo.MODELS["dit_mnist"].train("ci", show_progress=False)
     assert isinstance(model, DiT) and len(history.losses) == recipe["steps"] == 30
     assert metrics["final_train_loss"] < 1.5 and recipe["model"] == model.config
 
 
-def test_bench_compares_the_latent_dit_with_pixel_space_ddpm(capsys):
-    from course_lib import bench
+def test_bench_compares_the_latent_dit_with_pixel_space_ddpm():
+    from course_lib.zoo import BenchOptions
+    from course_lib.zoo.bench import measure
 
-    bench.main(["ldm_autoencoder", "dit_mnist", "--fid-samples", "30"])  # 30 samples keep it short; the bench uses 500
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert "PSNR" in rows["ldm_autoencoder"] and "scale factor" in rows["ldm_autoencoder"]
-    dit_row = rows["dit_mnist"]
-    assert "real-vs-real floor" in dit_row and "with CFG s = 5" in dit_row and "pixel-space ddpm_mnist" in dit_row
-    latent_ms, pixel_ms = (float(part.split(" ms/image")[0].split()[-1]) for part in dit_row.split("sampling ")[1].split(" vs ")[:2])
+    options = BenchOptions(fid_samples=30)  # 30 samples keep it short; the bench uses 500
+    autoencoder = measure("ldm_autoencoder", options)
+    assert 0 < autoencoder.value < autoencoder.references["the mean training digit"]
+    assert autoencoder.references["PSNR dB"] > 0 and autoencoder.references["scale factor"] > 0
+    dit = measure("dit_mnist", options)
+    assert dit.value > 0 and dit.references["real-vs-real floor at the same n"] > 0
+    assert dit.references["with CFG s = 5"] > 0
+    assert dit.references["pixel-space ddpm_mnist (unconditional), same n and steps"] > 0
+    latent_ms = dit.references["sampling ms/image, latent DiT + decoder"]
+    pixel_ms = dit.references["sampling ms/image, pixel U-Net"]
     assert latent_ms < pixel_ms  # the point of a latent space: fewer multiply-adds per step

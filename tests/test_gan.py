@@ -1,13 +1,13 @@
-"""course_lib.gan and course_lib.draggan: the GAN theory on a grid, losses from logits, toy GANs, the DCGAN, DragGAN."""
+"""course_lib.topics.gan and course_lib.topics.draggan: the GAN theory on a grid, losses from logits, toy GANs, the DCGAN, DragGAN."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from course_lib import draggan as DG
-from course_lib import gan as G
-from course_lib import recipes
+from course_lib import zoo
+from course_lib.topics import draggan as DG
+from course_lib.topics import gan as G
 
 
 def gen(seed=0):
@@ -151,7 +151,7 @@ def test_dcgan_shapes_range_and_features():
 
 def test_dcgan_config_rebuilds_through_models():
     g = G.DCGANGenerator(latent_dim=8, width=4).eval()
-    twin = recipes.MODELS["gan_mnist"]({"recipe": {"model": g.config}}).eval()
+    twin = zoo.MODELS["gan_mnist"].build({"recipe": {"model": g.config}}).eval()
     twin.load_state_dict(g.state_dict())
     z = torch.randn(2, 8, generator=gen())
     assert torch.equal(twin(z), g(z))
@@ -186,7 +186,7 @@ def test_slerp_keeps_the_ends_and_the_norm():
 
 def test_gan_settings_exist_for_every_profile():
     for name in ("ci", "cpu", "gpu"):
-        cfg = recipes.gan_mnist_settings(name)
+        cfg = zoo.settings("gan_mnist", name)
         assert cfg.profile == name and cfg.lr == 2e-4 and tuple(cfg.betas) == (0.5, 0.999)
 
 
@@ -262,14 +262,12 @@ def test_the_chapters_step_by_step_dcgan_is_the_library_one():
         assert torch.allclose(mine_d(mine_g(z)), lib_d(lib_g(z)), atol=1e-6)
 
 
-def test_bench_reports_the_shipped_gan_next_to_its_floor(capsys):
-    from course_lib import bench
+def test_bench_reports_the_shipped_gan_next_to_its_floor():
+    from course_lib.zoo.bench import measure
 
-    bench.main(["gan_mnist", "--fid-samples", "500"])
-    row = capsys.readouterr().out.splitlines()[1]
-    fid = float(row.split("GAN")[1].split()[0])
-    floor = float(row.split("real-vs-real floor")[1].split()[0])
-    assert row.startswith("gan_mnist") and "n=500" in row and floor < fid < 150
+    result = measure("gan_mnist", zoo.BenchOptions(fid_samples=500))
+    floor = result.references["real-vs-real floor at the same n"]
+    assert "n=500" in result.metric and floor < result.value < 150
 
 
 def test_train_dcgan_keeps_an_ema_generator_when_asked():

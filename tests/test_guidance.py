@@ -4,11 +4,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib import guidance as G
-from course_lib import recipes
-from course_lib.diffusion import NoiseSchedule, ddim_sample
-from course_lib.score import toy_mixture
-from course_lib.unet import UNet
+from course_lib import zoo
+from course_lib.topics import guidance as G
+from course_lib.topics.diffusion import NoiseSchedule, ddim_sample
+from course_lib.topics.score import toy_mixture
+from course_lib.topics.unet import UNet
 
 SCHEDULE = NoiseSchedule.linear(1000)
 CLASSES = torch.tensor([0, 1] * 4)
@@ -115,7 +115,7 @@ def test_cfg_wrapper_batched_equals_two_passes_and_scale_1_is_conditional():
 
 def test_the_chapters_step_by_step_cfg_is_the_library_one():
     source = (Path(__file__).resolve().parents[1] / "chapters" / "12_guidance.py").read_text()
-    cell = source[source.index("def my_cfg_eps("):source.index("cfg_model = course_lib.recipes.load_shipped")]
+    cell = source[source.index("def my_cfg_eps("):source.index("cfg_model = course_lib.zoo.load_shipped")]
     namespace = {"torch": torch}
     exec(cell, namespace)  # the chapter's two-pass CFG
     model = tiny_cfg_unet()
@@ -178,20 +178,20 @@ def test_inpaint_keeps_known_pixels_and_returns_the_original_when_nothing_is_hid
 
 
 def test_cfg_recipe_settings_and_ci_run():
-    gpu = recipes.cfg_mnist_settings("gpu")
+    gpu = zoo.settings("cfg_mnist", "gpu")
     assert gpu.p_uncond == 0.2 and gpu.num_classes == 10 and gpu.widths == (16, 32, 64)
-    model, history, metrics, recipe = recipes.cfg_mnist("ci", show_progress=False)
+    model, history, metrics, recipe = zoo.MODELS["cfg_mnist"].train("ci", show_progress=False)
     assert len(history.losses) == recipe["steps"] and recipe["model"]["num_classes"] == 10 and not model.training
-    assert recipes.MODELS["cfg_mnist"]({"recipe": {"model": model.config}}).config == model.config
+    assert zoo.MODELS["cfg_mnist"].build({"recipe": {"model": model.config}}).config == model.config
 
 
-def test_bench_shows_cfg_reaches_95_percent_label_accuracy(capsys):
-    from course_lib import bench
-    from course_lib.checkpointing import read_manifest
+def test_bench_shows_cfg_reaches_95_percent_label_accuracy():
+    from course_lib.core.checkpointing import read_manifest
+    from course_lib.zoo.bench import measure
 
     if "cfg_mnist" not in read_manifest():
-        pytest.skip("cfg_mnist is not shipped yet: python -m course_lib.train cfg_mnist --profile gpu")
-    bench.main(["cfg_mnist", "--fid-samples", "30"])  # 30 samples per s keeps the test short; the bench uses 500
-    row = capsys.readouterr().out.splitlines()[1]
-    best = float(row.split("ddim-10")[1].split()[0])
-    assert row.startswith("cfg_mnist") and "n=30" in row and best >= 0.95, row
+        pytest.skip("cfg_mnist is not shipped yet: python -m course_lib.zoo train cfg_mnist --profile gpu")
+    result = measure("cfg_mnist", zoo.BenchOptions(fid_samples=30))  # 30 per s keeps the test short; the bench uses 500
+    assert "n=30" in result.metric and result.value >= 0.95, result
+    assert result.value == max(result.references["label accuracy"])
+    assert result.references["best s"] in result.references["s"]

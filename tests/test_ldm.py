@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from course_lib.diffusion import NoiseSchedule
-from course_lib.ldm import (KLAutoencoder, LatentUNet, autoencoder_loss, autoencoder_terms, balanced_labels,
-                            decode_latents, drop_labels, encode_latents, evaluate_autoencoder, latent_ddpm_loss,
-                            sample_latent_diffusion, scale_factor_from, set_scale_factor)
-from course_lib.vae import gaussian_kl
+from course_lib.topics.diffusion import NoiseSchedule
+from course_lib.topics.ldm import (KLAutoencoder, LatentUNet, autoencoder_loss, autoencoder_terms, balanced_labels,
+                                   decode_latents, drop_labels, encode_latents, evaluate_autoencoder, latent_ddpm_loss,
+                                   sample_latent_diffusion, scale_factor_from, set_scale_factor)
+from course_lib.topics.vae import gaussian_kl
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def test_drop_labels_rate_and_balanced_labels():
 
 
 def test_shipped_autoencoder_has_its_scale_factor():
-    from course_lib.checkpointing import read_manifest
-    from course_lib.recipes import load_shipped
+    from course_lib.core.checkpointing import read_manifest
+    from course_lib.zoo import load_shipped
 
     entry = read_manifest().get("ldm_autoencoder")
     if entry is None:

@@ -1,11 +1,11 @@
-"""course_lib.losses: stable log_softmax, cross entropies, BCE with logits, entropy and KL."""
+"""course_lib.topics.losses: stable log_softmax, cross entropies, BCE with logits, entropy and KL."""
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.distributions import Categorical
 
-from course_lib.losses import (bce_with_logits, categorical_cross_entropy, cross_entropy, entropy, kl_divergence,
-                               log_softmax)
+from course_lib.topics.losses import (bce_with_logits, categorical_cross_entropy, cross_entropy, entropy, kl_divergence,
+                                      log_softmax)
 
 G = torch.Generator().manual_seed(0)
 

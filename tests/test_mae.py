@@ -1,4 +1,4 @@
-"""course_lib.mae: per-sample random masking, the masked-patch loss, the MAE encoder/decoder, reconstructions."""
+"""course_lib.topics.mae: per-sample random masking, the masked-patch loss, the MAE encoder/decoder, reconstructions."""
 import math
 from types import SimpleNamespace
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import mae as M
-from course_lib import recipes
-from course_lib.vit import patchify
+from course_lib import zoo
+from course_lib.topics import mae as M
+from course_lib.topics.vit import patchify
 
 
 def gen(seed=0):
@@ -76,7 +76,7 @@ def test_forward_shapes_and_the_encoder_never_sees_hidden_pixels():
     assert pred.shape == (3, 49, 16) and mask.shape == (3, 49) and loss.ndim == 0 and torch.isfinite(loss)
     hidden = mask[..., None].bool()
     changed = patchify(images, 4).masked_fill(hidden, 0.123)  # repaint every hidden patch
-    from course_lib.vit import unpatchify
+    from course_lib.topics.vit import unpatchify
     _, pred_changed, mask_changed = model(unpatchify(changed, 4, 1, 28, 28), 0.75, gen(1))
     assert torch.equal(mask, mask_changed) and torch.allclose(pred, pred_changed, atol=1e-6)
 
@@ -124,7 +124,7 @@ def test_reconstruct_keeps_visible_patches():
 
 
 def test_evaluate_and_the_recipe_under_ci():
-    cfg = recipes.mae_mnist_settings("ci")
+    cfg = zoo.settings("mae_mnist", "ci")
     small = SimpleNamespace(**{**vars(cfg), "steps": 3, "batch_size": 8, "eval_images": 50})
     model, history, metrics = M.train_mae(small, seed=0, show_progress=False)
     assert len(history.losses) == 3 and all(math.isfinite(v) for v in history.losses)

@@ -1,10 +1,10 @@
-"""course_lib.maskformer: dice, focal, the mask classification loss, masked attention and its empty-mask fix."""
+"""course_lib.topics.maskformer: dice, focal, the mask classification loss, masked attention and its empty-mask fix."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import maskformer as M
-from course_lib.detr import brute_force_match
+from course_lib.topics import maskformer as M
+from course_lib.topics.detr import brute_force_match
 
 
 def gen(seed=0):

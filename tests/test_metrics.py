@@ -1,12 +1,13 @@
-"""course_lib.metrics: the Fréchet distance, the shipped classifier's features, FID with its floor."""
+"""course_lib.eval.fid: the Fréchet distance, the shipped classifier's features, FID with its floor."""
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
 
 from course_lib.data import load_mnist
-from course_lib.metrics import (MnistClassifier, classifier_outputs, fid, frechet_distance, label_entropies,
-                                real_fid_floor, sample_quality, shipped_classifier)
+from course_lib.eval.fid import (MnistClassifier, classifier_outputs, fid, frechet_distance, label_entropies,
+                                 real_fid_floor, shipped_classifier)
+from course_lib.topics.diffusion import sampler_quality
 
 
 def gaussian_features(n, d, seed, shift=0.0, scale=1.0):
@@ -99,7 +100,7 @@ def test_real_fid_floor_needs_enough_images(test_images):
         real_fid_floor(6000, test_images)
 
 
-def test_sample_quality_reports_fid_with_its_floor(classifier):
+def test_sampler_quality_reports_fid_with_its_floor(classifier):
     class ZeroNoise(torch.nn.Module):  # predicts eps = 0, so DDIM returns a scaled copy of x_T
         def __init__(self):
             super().__init__()
@@ -108,11 +109,11 @@ def test_sample_quality_reports_fid_with_its_floor(classifier):
         def forward(self, x, t):
             return torch.zeros_like(x)
 
-    report = sample_quality(ZeroNoise(), n=20, steps=2, show_progress=False)
+    report = sampler_quality(ZeroNoise(), n=20, steps=2, show_progress=False)
     assert report["fid_n"] == 20 and report["sampler"] == "ddim-2"
     assert report["fid"] > report["fid_floor"] > 0
     with pytest.raises(ValueError, match="sampler"):
-        sample_quality(ZeroNoise(), n=4, sampler="euler", show_progress=False)
+        sampler_quality(ZeroNoise(), n=4, sampler="euler", show_progress=False)
 
 
 @pytest.mark.parametrize("images, message", [

@@ -15,8 +15,8 @@ import pytest
 
 NO_NETWORK_SCRIPT = """
 import course_lib
-from course_lib.checkpointing import read_manifest
-from course_lib.recipes import load_shipped
+from course_lib.core.checkpointing import read_manifest
+from course_lib.zoo import load_shipped
 from course_lib.data import OFFLINE_IMAGES, load_fashion_mnist, load_image, load_mnist, make_shapes
 load_mnist("train"); load_mnist("test")
 for name in OFFLINE_IMAGES:
@@ -26,7 +26,7 @@ try:
     load_fashion_mnist("test")
 except FileNotFoundError:
     pass  # not installed: allowed, but it must not try the network
-for name in read_manifest():  # every checkpoint must be registered in course_lib.recipes.MODELS
+for name in read_manifest():  # every checkpoint must be registered in course_lib.zoo.MODELS
     load_shipped(name)
 print("offline ok")
 """

@@ -1,12 +1,12 @@
-"""course_lib.plotting: image_grid, plot_losses, overlay_heatmap (Agg backend, see conftest)."""
+"""course_lib.core.plotting: image_grid, plot_losses, overlay_heatmap (Agg backend, see conftest)."""
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
 from matplotlib.axes import Axes
 
-from course_lib.plotting import image_grid, overlay_heatmap, plot_losses
-from course_lib.train import History
+from course_lib.core.plotting import image_grid, overlay_heatmap, plot_losses
+from course_lib.core.train import History
 
 
 @pytest.fixture(autouse=True)

@@ -1,12 +1,12 @@
-"""course_lib.profiles: profile() and per_profile()."""
+"""course_lib.core.profiles: profile() and per_profile()."""
 import warnings
 
 import pytest
 import torch
 
 import course_lib
-from course_lib import profiles
-from course_lib.profiles import ENV_VAR, PROFILES, per_profile, profile
+from course_lib.core import profiles
+from course_lib.core.profiles import ENV_VAR, PROFILES, per_profile, profile
 
 TABLE = dict(ci=dict(steps=5, lr=0.1), cpu=dict(steps=50, lr=0.1), gpu=dict(steps=500, lr=0.01))
 
@@ -175,7 +175,7 @@ def test_module_reexports():
 @pytest.mark.parametrize("value", ["gpu", "GPU"])
 def test_gpu_profile_without_cuda_warns_once(monkeypatch, value):
     """COURSE_PROFILE=gpu on a machine without CUDA used to be accepted silently: hours of CPU training, unannounced."""
-    import course_lib.profiles as P
+    import course_lib.core.profiles as P
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(P, "_warned_gpu_on_cpu", False)
     monkeypatch.setenv(ENV_VAR, value)

@@ -1,4 +1,4 @@
-"""course_lib.runtime: device(), seed_everything(), use_profile_threads()."""
+"""course_lib.core.runtime: device(), seed_everything(), use_profile_threads()."""
 import random
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import course_lib
-from course_lib.runtime import device, seed_everything, use_profile_threads
+from course_lib.core.runtime import device, seed_everything, use_profile_threads
 
 
 def test_device_here():
@@ -141,13 +141,13 @@ def test_package_exports_runtime():
 @pytest.mark.parametrize("value, message", [("gpu", "not a device name.*'cuda'"), ("GPU:0", "not a device name"),
                                             (3, "must be a torch.device")])
 def test_as_device_names_what_is_wrong(value, message):
-    from course_lib.runtime import as_device
+    from course_lib.core.runtime import as_device
     with pytest.raises((ValueError, TypeError), match=message):
         as_device(value)
 
 
 def test_as_device_accepts_real_devices(monkeypatch):
-    from course_lib.runtime import as_device
+    from course_lib.core.runtime import as_device
     assert as_device(None) is None and as_device("CPU") == torch.device("cpu")
     assert as_device(torch.device("cpu")) == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -1,14 +1,14 @@
-"""course_lib.score: score-matching losses, Langevin samplers, Tweedie, and the 2-D NCSN (chapter 10)."""
+"""course_lib.topics.score: score-matching losses, Langevin samplers, Tweedie, and the 2-D NCSN (chapter 10)."""
 import math
 
 import pytest
 import torch
 
 from course_lib.data import GaussianMixture2D
-from course_lib.score import (NoiseConditionalScoreNet, ScoreMLP, annealed_langevin, divergence, dsm_loss,
-                              energy_distance, evaluate_ncsn, geometric_sigmas, ism_loss, langevin,
-                              mixture_posterior_mean, mode_fractions, ncsn_loss, relative_score_error,
-                              sample_ncsn, saved_tensor_bytes, ssm_loss, toy_mixture, tweedie_denoise)
+from course_lib.topics.score import (NoiseConditionalScoreNet, ScoreMLP, annealed_langevin, divergence, dsm_loss,
+                                     energy_distance, evaluate_ncsn, geometric_sigmas, ism_loss, langevin,
+                                     mixture_posterior_mean, mode_fractions, ncsn_loss, relative_score_error,
+                                     sample_ncsn, saved_tensor_bytes, ssm_loss, toy_mixture, tweedie_denoise)
 
 
 class LinearField(torch.nn.Module):
@@ -235,11 +235,11 @@ def test_sample_and_evaluate_a_tiny_ncsn():
 
 
 def test_the_shipped_ncsn_matches_the_exact_score():
-    from course_lib.checkpointing import read_manifest
-    from course_lib.recipes import load_shipped
+    from course_lib.core.checkpointing import read_manifest
+    from course_lib.zoo import load_shipped
 
     if "ncsn_2d" not in read_manifest():
-        pytest.skip("ncsn_2d is not shipped; train it with `python -m course_lib.train ncsn_2d --profile cpu`")
+        pytest.skip("ncsn_2d is not shipped; train it with `python -m course_lib.zoo train ncsn_2d --profile cpu`")
     model = load_shipped("ncsn_2d")
     recipe = read_manifest()["ncsn_2d"]["recipe"]
     mixture = toy_mixture()
@@ -255,12 +255,12 @@ def test_the_shipped_ncsn_matches_the_exact_score():
 
 def test_ncsn_recipe_runs(monkeypatch):
     """The recipe's plumbing, with the ci settings made even smaller (the full ci run takes several seconds)."""
-    from course_lib import recipes
+    from course_lib import zoo
 
-    ci = recipes.ncsn_2d_settings("ci")
+    ci = zoo.settings("ncsn_2d", "ci")
     tiny = type(ci)(**{**vars(ci), "steps": 40, "n_train": 2_000, "eval_samples": 100, "steps_per_level": 5})
-    monkeypatch.setattr(recipes, "ncsn_2d_settings", lambda active=None: tiny)
-    model, history, metrics, recipe = recipes.ncsn_2d("ci", show_progress=False)
+    monkeypatch.setattr(zoo.ncsn_2d, "settings", lambda active=None: tiny)
+    model, history, metrics, recipe = zoo.MODELS["ncsn_2d"].train("ci", show_progress=False)
     assert len(history.losses) == 40 and recipe["model"] == model.config and recipe["steps"] == 40
     assert {"energy_distance", "mode_weight_tv", "score_rel_error_sigma_8"} <= set(metrics)
-    assert recipes.MODELS["ncsn_2d"]({"recipe": recipe}).config == model.config
+    assert zoo.MODELS["ncsn_2d"].build({"recipe": recipe}).config == model.config

@@ -1,4 +1,4 @@
-"""course_lib.spectral: PCA, the graph Laplacian, Normalized Cut, the pixel graph, Lanczos (chapter 02; chapter 05 uses Ncut)."""
+"""course_lib.topics.spectral: PCA, the graph Laplacian, Normalized Cut, the pixel graph, Lanczos (chapter 02; chapter 05 uses Ncut)."""
 import itertools
 import time
 
@@ -11,7 +11,7 @@ import scipy.sparse.linalg
 import torch
 import torch.nn.functional as F
 
-from course_lib import spectral as S
+from course_lib.topics import spectral as S
 from course_lib.data import load_image
 
 
@@ -354,7 +354,7 @@ def test_pca_signs_do_not_depend_on_the_last_bit():
 def test_tokencut_runs_at_every_quantile(q):
     """At these quantiles, tau landed on the smaller of the twins (s_ij, s_ji) and W came out asymmetric (3 of 40
     random seeds at q = 0.2 on one machine)."""
-    from course_lib import dino as D
+    from course_lib.topics import dino as D
     for seed in range(10):
         features = torch.randn(64, 32, generator=torch.Generator().manual_seed(seed))
         tau = D.similarity_quantile_tau(features, q)

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 import course_lib
-from course_lib import student
-from course_lib.student import (CHECK_METADATA, EXERCISE_TAG, RAISES_TAG, StudentError, build_student_notebook,
-                                find_chapters, stub_exercise_source, student_check_problem)
+from course_lib.tools import student
+from course_lib.tools.student import (CHECK_METADATA, EXERCISE_TAG, RAISES_TAG, StudentError, build_student_notebook,
+                                      find_chapters, stub_exercise_source, student_check_problem)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
@@ -251,7 +251,7 @@ def my_double(x):
 assert my_double(torch.ones(2)).sum() == 4{extra}
 
 # %%
-course_lib.check.show_solution("def my_double(x): return 2 * x")
+course_lib.core.check.show_solution("def my_double(x): return 2 * x")
 
 # %%
 print(my_double(torch.ones(3)))
@@ -426,5 +426,5 @@ def test_make_test_runs_the_student_notebooks():
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^student:", makefile, re.M), "no `make student` target"
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "course_lib.student" in test_recipe and "STUDENT" in test_recipe
+    assert "course_lib.tools.student" in test_recipe and "STUDENT" in test_recipe
     assert "def pytest_runtest_makereport" in (ROOT / "conftest.py").read_text()

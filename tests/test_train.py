@@ -1,12 +1,13 @@
-"""course_lib.train (minibatches, fit, accuracy, History, main) and course_lib.recipes."""
+"""course_lib.core.train (minibatches, fit, accuracy, History), course_lib.zoo's records and its train CLI."""
 import pytest
 import torch
 from torch import nn
 
-from course_lib import recipes
-from course_lib import checkpointing
-from course_lib.backprop import MLP
-from course_lib.train import History, accuracy, fit, main, minibatches
+from course_lib import zoo
+from course_lib.core import checkpointing
+from course_lib.core.train import History, accuracy, fit, minibatches
+from course_lib.topics.backprop import MLP
+from course_lib.zoo.train import main
 
 
 # ------------------------------------------------------------------------------------------ minibatches
@@ -280,26 +281,26 @@ def test_accuracy_length_mismatch():
 # ---------------------------------------------------------------------------------------- recipes, main
 
 def test_mlp_mnist_settings_per_profile():
-    ci, cpu, gpu = (recipes.mlp_mnist_settings(p) for p in ("ci", "cpu", "gpu"))
+    ci, cpu, gpu = (zoo.settings("mlp_mnist", p) for p in ("ci", "cpu", "gpu"))
     assert (ci.profile, cpu.profile, gpu.profile) == ("ci", "cpu", "gpu")
     assert ci.n_train < cpu.n_train == gpu.n_train == 60_000
     assert ci.steps < cpu.steps < gpu.steps
     assert 0.5 < ci.min_test_accuracy <= cpu.min_test_accuracy <= gpu.min_test_accuracy < 1
     with pytest.raises(ValueError, match="ci, cpu, gpu"):
-        recipes.mlp_mnist_settings("big")
+        zoo.settings("mlp_mnist", "big")
 
 
 def test_mlp_mnist_recipe_runs(monkeypatch):
     from types import SimpleNamespace
     tiny = SimpleNamespace(profile="ci", n_train=600, steps=40, batch_size=50, lr=0.05, min_test_accuracy=0.5)
-    monkeypatch.setattr(recipes, "mlp_mnist_settings", lambda active=None: tiny)
-    model, history, metrics, recipe = recipes.mlp_mnist("ci", seed=0, show_progress=False)
+    monkeypatch.setattr(zoo.mlp_mnist, "settings", lambda active=None: tiny)
+    model, history, metrics, recipe = zoo.MODELS["mlp_mnist"].train("ci", seed=0, show_progress=False)
     assert isinstance(model, MLP) and model.fc1.out_features == 500
     assert len(history.losses) == 40 and [s for s, _ in history.evals] == [10, 20, 30, 40]
     assert set(metrics) == {"test_accuracy", "final_train_loss"}
     assert metrics["test_accuracy"] > tiny.min_test_accuracy
-    assert recipe["recipe"] == "course_lib.recipes.mlp_mnist" and recipe["seed"] == 0 and recipe["steps"] == 40
-    assert {"mlp_mnist", "mnist_classifier", "ddpm_mnist"} <= set(recipes.RECIPES)
+    assert recipe["recipe"] == "course_lib.zoo.mlp_mnist" and recipe["seed"] == 0 and recipe["steps"] == 40
+    assert {"mlp_mnist", "mnist_classifier", "ddpm_mnist"} <= set(zoo.MODELS)
 
 
 def _tiny_recipe(active=None, seed=0):
@@ -307,8 +308,8 @@ def _tiny_recipe(active=None, seed=0):
     return model, History(losses=[1.0], wall_time_s=0.25), {"acc": 1.0}, {"recipe": "tiny", "seed": seed}
 
 
-def test_main_dry_run_writes_nothing(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(recipes.RECIPES, "tiny", _tiny_recipe)
+def test_main_dry_run_writes_nothing(monkeypatch, fake_record, tmp_path, capsys):
+    fake_record("tiny", _tiny_recipe)
     written = []
     monkeypatch.setattr(checkpointing, "save_checkpoint", lambda *a, **k: written.append(a))
     main(["tiny", "--dry-run", "--seed", "3"])
@@ -316,8 +317,8 @@ def test_main_dry_run_writes_nothing(monkeypatch, tmp_path, capsys):
     assert "tiny: {'acc': 1.0}" in capsys.readouterr().out
 
 
-def test_main_saves_the_checkpoint(monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(recipes.RECIPES, "tiny", _tiny_recipe)
+def test_main_saves_the_checkpoint(monkeypatch, fake_record, tmp_path, capsys):
+    fake_record("tiny", _tiny_recipe)
     real_save = checkpointing.save_checkpoint
     monkeypatch.setattr(checkpointing, "save_checkpoint",
                         lambda *a, **k: real_save(*a, **k, directory=tmp_path))
@@ -341,7 +342,7 @@ def test_main_unknown_recipe_or_profile(capsys):
 
 def test_fit_stops_at_the_first_non_finite_loss(regression):
     """A too-large learning rate used to train on silently: every weight NaN, no error."""
-    from course_lib.train import TrainingDiverged
+    from course_lib.core.train import TrainingDiverged
     model, batches, *_ = regression
     with pytest.raises(TrainingDiverged, match=r"at step \d+; the last finite loss was .* learning rate \(now 1e\+03\)"):
         fit(model, mse, batches, steps=200, optimizer=torch.optim.SGD(model.parameters(), lr=1e3), show_progress=False)
@@ -349,7 +350,7 @@ def test_fit_stops_at_the_first_non_finite_loss(regression):
 
 
 def test_fit_names_nan_in_the_data():
-    from course_lib.train import TrainingDiverged
+    from course_lib.core.train import TrainingDiverged
     x = torch.randn(64, 3)
     x[5, 1] = float("nan")
     model = nn.Linear(3, 1)
@@ -375,7 +376,7 @@ def test_accuracy_on_empty_input_is_an_error_not_a_division_by_zero():
 # -------------------------------------------------------------------------------------------------- EMA
 
 def test_ema_without_warmup_is_the_plain_average():
-    from course_lib.train import EMA
+    from course_lib.core.train import EMA
     model = torch.nn.Linear(2, 1)
     ema = EMA(model, decay=0.75, warmup=False)
     with torch.no_grad():
@@ -390,7 +391,7 @@ def test_ema_without_warmup_is_the_plain_average():
 
 def test_ema_warmup_forgets_the_initial_weights():
     """EMA(0.999) without warm-up kept 0.999^3000 = 5% of the random initial weights after 3,000 steps."""
-    from course_lib.train import EMA
+    from course_lib.core.train import EMA
     model = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         model.weight.fill_(0.0)
@@ -410,7 +411,7 @@ def test_ema_warmup_forgets_the_initial_weights():
 # -------------------------------------------------------------------------------------------------- fast path, resume
 
 def test_resolve_precision(monkeypatch):
-    from course_lib import train as T
+    from course_lib.core import train as T
     monkeypatch.delenv(T.PRECISION_ENV, raising=False)
     assert T.resolve_precision("fp32") == "fp32" and T.resolve_precision("bf16") == "bf16"
     monkeypatch.setattr(T, "_cpu_has_bf16", lambda: False)
@@ -440,7 +441,7 @@ def test_fit_fast_path_trains_and_records_how(regression, precision, channels_la
 def test_fit_resumes_exactly_where_it_stopped(tmp_path):
     """Ten steps, an interruption, ten more from the state file == twenty steps in one go (EMA, scheduler,
     batch order and the global RNG included)."""
-    from course_lib.train import EMA
+    from course_lib.core.train import EMA
 
     def run(steps, state_file=None):
         torch.manual_seed(0)

@@ -1,6 +1,6 @@
-"""``python -m course_lib.train``: never replace a shipped checkpoint unasked, never lose trained weights.
+"""``python -m course_lib.zoo train``: never replace a shipped checkpoint unasked, never lose trained weights.
 
-A fake recipe stands in for training (milliseconds), and a tmp folder for the shipped one.
+A fake record (its train takes milliseconds) stands in for a shipped model, and a tmp folder for the shipped one.
 """
 import errno
 import json
@@ -10,8 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import checkpointing, recipes, train
-from course_lib.train import History, main
+from course_lib import zoo
+from course_lib.core import checkpointing
+from course_lib.core import train as core_train
+from course_lib.core.train import History
+from course_lib.zoo import train
+from course_lib.zoo.train import main
 
 REAL_SHIPPED = checkpointing.CHECKPOINT_DIR.resolve()
 
@@ -23,7 +27,7 @@ def never_write_the_real_checkpoints(monkeypatch):
 
     def save(*args, directory=None, **kwargs):
         directory = checkpointing.CHECKPOINT_DIR if directory is None else directory
-        assert Path(directory).resolve() != REAL_SHIPPED, "a test tried to write course_lib/checkpoints/"
+        assert Path(directory).resolve() != REAL_SHIPPED, "a test tried to write course_lib/zoo/checkpoints/"
         return real_save(*args, directory=directory, **kwargs)
 
     monkeypatch.setattr(checkpointing, "save_checkpoint", save)
@@ -31,7 +35,7 @@ def never_write_the_real_checkpoints(monkeypatch):
 
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
-    """A stand-in for course_lib/checkpoints/ that already ships 'tiny' (acc 0.98)."""
+    """A stand-in for course_lib/zoo/checkpoints/ that already ships 'tiny' (acc 0.98)."""
     folder = tmp_path / "shipped"
     monkeypatch.setattr(checkpointing, "CHECKPOINT_DIR", folder)
     checkpointing.save_checkpoint(nn.Linear(2, 2), "tiny", recipe={"recipe": "tiny"}, metrics={"acc": 0.98},
@@ -40,8 +44,8 @@ def shipped(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def trainings(monkeypatch):
-    """Register the fake recipe 'tiny'; the list records each training it ran (its trained model)."""
+def trainings(fake_record):
+    """Register the fake record 'tiny' in course_lib.zoo.MODELS; the list records each training it ran (its model)."""
     runs = []
 
     def tiny(active=None, seed=0):
@@ -50,7 +54,7 @@ def trainings(monkeypatch):
         runs.append(model)
         return model, History(losses=[1.0], wall_time_s=0.25), {"acc": 0.9}, {"recipe": "tiny", "seed": seed}
 
-    monkeypatch.setitem(recipes.RECIPES, "tiny", tiny)
+    fake_record("tiny", tiny)
     return runs
 
 
@@ -67,8 +71,8 @@ def test_refuses_to_replace_a_shipped_checkpoint_before_training(shipped, traini
     assert _files(shipped) == before
     message = capsys.readouterr().err
     assert "tiny is already shipped" in message and "{'acc': 0.98}" in message and "Nothing was trained" in message
-    assert "python -m course_lib.train tiny --profile ci --out DIR" in message
-    assert "python -m course_lib.train tiny --profile ci --force" in message
+    assert "python -m course_lib.zoo train tiny --profile ci --out DIR" in message
+    assert "python -m course_lib.zoo train tiny --profile ci --force" in message
 
 
 def test_out_saves_elsewhere_and_keeps_the_shipped_one(shipped, trainings, tmp_path, capsys):
@@ -139,18 +143,18 @@ def test_failed_save_rescues_the_trained_weights(shipped, trainings, tmp_path, m
     message = capsys.readouterr().err
     assert "could not save tiny: OSError: [Errno 28] No space left on device" in message
     assert f"The trained weights are safe in {rescued}" in message
-    assert "python -m course_lib.train tiny --out DIR" in message
+    assert "python -m course_lib.zoo train tiny --out DIR" in message
 
 
-def test_metrics_json_cannot_store_are_rescued_too(shipped, trainings, tmp_path, monkeypatch, capsys):
+def test_metrics_json_cannot_store_are_rescued_too(shipped, trainings, tmp_path, monkeypatch, fake_record, capsys):
     monkeypatch.setattr(train, "RESCUE_DIR", str(tmp_path / "rescued"))
 
     def tiny_with_bad_metrics(active=None, seed=0):
         model, history, _, recipe = trainings_recipe(active, seed)
         return model, history, {"acc": 0.9, "when": object()}, recipe
 
-    trainings_recipe = recipes.RECIPES["tiny"]
-    monkeypatch.setitem(recipes.RECIPES, "tiny", tiny_with_bad_metrics)
+    trainings_recipe = zoo.MODELS["tiny"].train
+    fake_record("tiny", tiny_with_bad_metrics)
     before = _files(shipped)
     with pytest.raises(SystemExit) as exit_:
         main(["tiny", "--force"])
@@ -161,7 +165,7 @@ def test_metrics_json_cannot_store_are_rescued_too(shipped, trainings, tmp_path,
     assert details["metrics"]["acc"] == 0.9 and details["metrics"]["when"].startswith("<object object")
     message = capsys.readouterr().err
     assert "TypeError: metrics['when'] = " in message and str(rescued) in message
-    assert "fix what the error names first, then: python -m course_lib.train tiny --force" in message
+    assert "fix what the error names first, then: python -m course_lib.zoo train tiny --force" in message
 
 
 def test_rescues_in_the_same_second_do_not_overwrite_each_other(shipped, trainings, tmp_path, monkeypatch):
@@ -182,15 +186,15 @@ def test_rescues_in_the_same_second_do_not_overwrite_each_other(shipped, trainin
 
 
 @pytest.fixture
-def resumable(monkeypatch, tmp_path):
-    """A fake resumable recipe 'slow' that trains through fit with a state file, and can be interrupted."""
+def resumable(monkeypatch, fake_record, tmp_path):
+    """A fake resumable record 'slow' whose train runs fit with a state file, and can be interrupted."""
     calls = []
 
     def slow(active=None, seed=0, state_file=None, interrupt_at=None):
         torch.manual_seed(seed)
         model = nn.Linear(2, 1)
         x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
-        batches = train.minibatches(x, x.sum(1, keepdim=True), batch_size=8, generator=torch.Generator().manual_seed(1))
+        batches = core_train.minibatches(x, x.sum(1, keepdim=True), batch_size=8, generator=torch.Generator().manual_seed(1))
 
         def loss(m, batch):
             if calls[-1] == "interrupt" and len(history_steps) == 12:
@@ -199,12 +203,11 @@ def resumable(monkeypatch, tmp_path):
             return ((m(batch[0]) - batch[1]) ** 2).mean()
 
         history_steps = []
-        history = train.fit(model, loss, batches, steps=30, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+        history = core_train.fit(model, loss, batches, steps=30, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
                             show_progress=False, state_file=state_file, save_every_s=0.0)
         return model, history, {"loss": history.losses[-1]}, {"recipe": "slow", "seed": seed}
 
-    monkeypatch.setitem(recipes.RECIPES, "slow", slow)
-    monkeypatch.setattr(recipes, "RESUMABLE", recipes.RESUMABLE | {"slow"})
+    fake_record("slow", slow, resumable=True)
     monkeypatch.setattr(train, "RUNS_DIR", str(tmp_path / "runs"))
     return calls
 

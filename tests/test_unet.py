@@ -1,11 +1,12 @@
-"""course_lib.unet: the time embedding, the scale-shift ResBlock, self-attention, and the U-Net."""
+"""course_lib.topics.unet: the time embedding, the scale-shift ResBlock, self-attention, and the U-Net."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.unet import ResBlock, SelfAttention, UNet, sinusoidal_embedding
+from course_lib.core.layers import sinusoidal_embedding
+from course_lib.topics.unet import ResBlock, SelfAttention, UNet
 
 
 def test_sinusoidal_embedding_values():

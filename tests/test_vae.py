@@ -1,4 +1,4 @@
-"""course_lib.vae: reparameterization, Gaussian KL, Bernoulli likelihood, binarization, the conv VAE, ELBO and IWAE."""
+"""course_lib.topics.vae: reparameterization, Gaussian KL, Bernoulli likelihood, binarization, the conv VAE, ELBO and IWAE."""
 import math
 from types import SimpleNamespace
 
@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Normal, kl_divergence
 
-from course_lib import recipes
-from course_lib import vae as V
+from course_lib import zoo
+from course_lib.topics import vae as V
+from course_lib.zoo import vae_mnist
 
 
 def gen(seed=0):
@@ -131,7 +132,7 @@ def test_conv_vae_shapes(latent_dim):
 
 def test_conv_vae_config_rebuilds_the_same_architecture():
     model = V.ConvVAE(latent_dim=3, channels=(4, 8), hidden=16)
-    twin = recipes.MODELS["vae_mnist"]({"recipe": {"model": dict(model.config, channels=list(model.config["channels"]))}})
+    twin = zoo.MODELS["vae_mnist"].build({"recipe": {"model": dict(model.config, channels=list(model.config["channels"]))}})
     twin.load_state_dict(model.state_dict())
     x = torch.rand(2, 1, 28, 28, generator=gen())
     assert torch.equal(twin.encode(x)[0], model.encode(x)[0])
@@ -251,33 +252,33 @@ def test_decode_probabilities_are_probabilities():
 
 # ---------------------------------------------------------------------------------- recipes
 
-@pytest.mark.parametrize("settings", [recipes.vae_mnist_settings, recipes.vae_mnist_2d_settings])
-def test_vae_settings_exist_for_every_profile(settings):
+@pytest.mark.parametrize("model_name", ["vae_mnist", "vae_mnist_2d"])
+def test_vae_settings_exist_for_every_profile(model_name):
     for name in ("ci", "cpu", "gpu"):
-        cfg = settings(name)
+        cfg = zoo.settings(model_name, name)
         assert cfg.profile == name and cfg.steps >= 1 and cfg.latent_dim in (2, 16)
 
 
 def test_vae_recipe_trains_and_reports_nats(monkeypatch):
     small_test = V.binarized_mnist("test", n=64)
-    monkeypatch.setattr(V, "binarized_mnist", lambda split="test", seed=0, n=None: small_test)
+    monkeypatch.setattr(vae_mnist, "binarized_mnist", lambda split="test", seed=0, n=None: small_test)
     cfg = SimpleNamespace(profile="ci", latent_dim=2, channels=(4, 8), hidden=16, n_train=256, steps=4, batch_size=32,
                           lr=1e-3, warmup=1, iwae_k=3, max_test_neg_elbo=1e9)
-    model, history, metrics, recipe = recipes._train_vae("vae_mnist_2d", cfg, seed=0, show_progress=False)
+    model, history, metrics, recipe = vae_mnist.train_vae("vae_mnist_2d", cfg, seed=0, show_progress=False)
     assert len(history.losses) == 4 and not model.training
     assert metrics["test_neg_elbo_nats"] == pytest.approx(metrics["test_reconstruction_nats"] + metrics["test_kl_nats"],
                                                           abs=0.02)
     assert "test_neg_iwae_k3_nats" in metrics and "binarized" in recipe["data"]
-    assert recipe["model"] == model.config
+    assert recipe["model"] == model.config and recipe["recipe"] == "course_lib.zoo.vae_mnist_2d"
 
 
-def test_bench_reports_the_shipped_vaes_in_nats(capsys):
-    from course_lib import bench
+def test_bench_reports_the_shipped_vaes_in_nats():
+    from course_lib.zoo.bench import measure
 
-    bench.main(["vae_mnist", "vae_mnist_2d"])
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
-    assert set(rows) == {"vae_mnist", "vae_mnist_2d"}
-    for name, line in rows.items():
-        assert "binarized seed 0" in line and "-L_100" in line and "independent pixels" in line
-    assert float(rows["vae_mnist"].split("binarized seed 0")[1].split()[0]) <= 95.0
-    assert float(rows["vae_mnist_2d"].split("binarized seed 0")[1].split()[0]) <= 150.0
+    results = {name: measure(name) for name in ("vae_mnist", "vae_mnist_2d")}
+    for name, result in results.items():
+        assert result.metric == "test -ELBO nats/image, binarized seed 0"
+        assert "-L_100 (manifest)" in result.references  # the IWAE bound from the manifest
+        assert result.value < result.references["no latent (independent pixels)"]
+    assert results["vae_mnist"].value <= 95.0
+    assert results["vae_mnist_2d"].value <= 150.0

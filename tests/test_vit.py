@@ -1,4 +1,4 @@
-"""course_lib.vit and course_lib.cvt: patches, attention, the ViT and CvT models, counting, rollout, and the attention widget."""
+"""course_lib.topics.vit and course_lib.topics.cvt: patches, attention, the ViT and CvT models, counting, rollout, and the attention widget."""
 import math
 
 import ipywidgets as widgets
@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from course_lib import cvt as C
-from course_lib import recipes
-from course_lib import vit as V
-from course_lib.widgets import attention_explorer
+from course_lib import zoo
+from course_lib.topics import cvt as C
+from course_lib.topics import vit as V
+from course_lib.topics.vit import attention_explorer
 
 
 def gen(seed=0):
@@ -132,7 +132,7 @@ def test_vit_shapes_and_attention():
 
 
 def test_step_by_step_vit_equals_the_library():
-    """The chapter's build from bare layers (section D.3), compared with course_lib.vit.ViT on the same weights."""
+    """The chapter's build from bare layers (section D.3), compared with course_lib.topics.vit.ViT on the same weights."""
     model = tiny_vit(seed=3)
     with torch.no_grad():
         for p in model.parameters():
@@ -401,8 +401,8 @@ def test_full_vs_separable_parameters():
 
 def test_vit_mnist_settings_have_what_chapter_04_reads():
     for name in ("ci", "cpu", "gpu"):
-        cfg = recipes.vit_mnist_settings(name)
+        cfg = zoo.settings("vit_mnist", name)
         for field in ("model", "steps", "batch_size", "lr", "weight_decay", "warmup_steps", "n_train"):
-            assert hasattr(cfg, field), f"vit_mnist_settings({name!r}) lacks {field}"
+            assert hasattr(cfg, field), f"zoo.settings('vit_mnist', {name!r}) lacks {field}"
         model = V.ViT(**cfg.model)
         assert model.grid**2 * model.patch_size**2 == 28 * 28

@@ -1,4 +1,4 @@
-"""course_lib.widgets.interactive_figure: a control plus a figure redrawn in place."""
+"""course_lib.core.widgets.interactive_figure: a control plus a figure redrawn in place."""
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from course_lib.widgets import figure_png, interactive_figure
+from course_lib.core.widgets import figure_png, interactive_figure
 
 
 class Recorder:

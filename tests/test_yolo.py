@@ -1,11 +1,11 @@
-"""course_lib.yolo: target encoding, the YOLOv1 loss (zero on a perfect prediction, a hand-computed case), decoding."""
+"""course_lib.topics.yolo: target encoding, the YOLOv1 loss (zero on a perfect prediction, a hand-computed case), decoding."""
 import math
 
 import pytest
 import torch
 
-from course_lib import yolo as Y
-from course_lib.boxes import iou
+from course_lib.topics import yolo as Y
+from course_lib.topics.boxes import iou
 
 
 def one_object():

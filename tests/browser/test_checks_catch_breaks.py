@@ -15,7 +15,7 @@ from conftest import REPO
 
 FIGURE_WIDGET = """\
 import ipywidgets  # and no pyplot: the widget's figure must show as an image all the same
-from course_lib.widgets import interactive_figure
+from course_lib.core.widgets import interactive_figure
 
 def draw(ax, k):
     {body}

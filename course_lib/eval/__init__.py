@@ -1,0 +1,1 @@
+"""Sample quality: the FID on a shipped MNIST classifier's features."""

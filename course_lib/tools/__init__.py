@@ -1,0 +1,1 @@
+"""Course tooling, never imported by a chapter: chapter timing, student notebooks."""
