@@ -71,11 +71,12 @@ test-browser: data $(BROWSER_STAMP) $(CHROMIUM)
 
 bench: install
 	$(BIN)/python -m course_lib.zoo bench
+	$(BIN)/python -m course_lib.zoo bench --throughput
 
 # How long each chapter takes under a profile; writes the chapter's table, its notebook metadata and the README row.
 PROFILE ?= ci
 time: install
-	OMP_WAIT_POLICY=PASSIVE .ci/offline $(BIN)/python -m course_lib.tools.timing --profile $(PROFILE) $(CHAPTERS)
+	OMP_WAIT_POLICY=PASSIVE .ci/offline $(BIN)/python -m course_lib.tools.timing --profile $(PROFILE) $(if $(KEEP),--keep $(KEEP)) $(CHAPTERS)
 
 student: install
 	$(BIN)/python -m course_lib.tools.student --out $(STUDENT_OUT) $(if $(filter-out 0,$(FORCE)),--force,)

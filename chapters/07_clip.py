@@ -178,7 +178,7 @@ target = torch.arange(N)
 ours = symmetric_infonce(image_emb, text_emb, tau)
 reference = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 print(f"symmetric loss, step by step: {ours:.10f}\n0.5 (CE(rows) + CE(columns)): {reference:.10f}"
-      f"\ncourse_lib.clip.clip_loss:     {clip_loss(logits):.10f}")
+      f"\ncourse_lib.topics.clip.clip_loss: {clip_loss(logits):.10f}")
 assert torch.allclose(ours, reference, atol=1e-12) and torch.allclose(clip_loss(logits), reference, atol=1e-12)
 one_way, other_way = image_to_text_loss(logits), image_to_text_loss(logits.T)
 print(f"image -> text alone: {one_way:.4f}; text -> image alone: {other_way:.4f}: "

@@ -4,15 +4,14 @@
 #     time_on_cpu:
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
-#         measured: '2026-12-02'
-#         seconds: 16
+#         measured: '2026-12-05'
+#         seconds: 21
 #       cpu:
-#         machine: 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session)
-#         measured: '2026-11-23'
-#         seconds: 192
-#         source: the chapter's table before course_lib.tools.timing, commit f1f2cf2 (nbval/nbconvert)
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-05'
+#         seconds: 215
 #       gpu:
-#         note: no GPU where the course was timed; the shipped recipe took 495 s on 1 CPU thread shared with other jobs (1,118 s on busier cores)
+#         note: no GPU where the course was timed; the shipped generator (`shipped` settings, $w = 32$, 18,000 steps of batch 64, 19 epochs, bf16) trained in 21 min on 2 CPU cores, FID 20.2 against a floor of 5.1 at $n = 2{,}000$
 #         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -58,9 +57,9 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | a 1-D GAN 400 steps; two 2-D GANs 900 steps each; the DCGAN 30 steps on 5,000 digits; FID on 500 samples; 4 drags per ablation | 16 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | a 1-D GAN 2,000 steps; two 2-D GANs 1,500 steps each; the DCGAN 2,500 steps (2.7 epochs, 141 s, FID 137); FID on 2,000 samples; 16 drags per ablation | 3 min 12 s, measured 2026-11-23 on 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session) |
-# | `gpu` | the shipped recipe: the DCGAN for 8,000 steps of batch 64 (8.5 epochs): FID 76.2 against a floor of 5.1 at $n = 2{,}000$ | not measured: no GPU where the course was timed; the shipped recipe took 495 s on 1 CPU thread shared with other jobs (1,118 s on busier cores) |
+# | `ci` | a 1-D GAN 400 steps; two 2-D GANs 900 steps each; the DCGAN 30 steps on 5,000 digits; FID on 500 samples; 4 drags per ablation | 21 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | a 1-D GAN 2,000 steps; two 2-D GANs 1,500 steps each; the DCGAN 2,500 steps (2.7 epochs, bf16 where the CPU has it); FID on 2,000 samples; 16 drags per ablation | 3 min 35 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `gpu` | the full recipe: a wider DCGAN ($w = 64$) for 50,000 steps of batch 64 | not measured: no GPU where the course was timed; the shipped generator (`shipped` settings, $w = 32$, 18,000 steps of batch 64, 19 epochs, bf16) trained in 21 min on 2 CPU cores, FID 20.2 against a floor of 5.1 at $n = 2{,}000$ |
 #
 # Whatever the profile, sections E and F use the shipped checkpoint `gan_mnist` (the generator only, 0.23M parameters).
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
@@ -596,8 +595,8 @@ print(f"chapter build == course_lib.topics.gan.DCGANGenerator / DCGANDiscriminat
 # along the way. One detail outside the 2014 paper: at the end, the generator's BatchNorm statistics are recomputed as
 # exact averages over fresh batches (`recalibrate_batchnorm`: the running averages trail a generator that never stops
 # moving). An exponential moving average of the generator's weights (chapter 11's `EMA`, `train_dcgan(ema_decay=...)`)
-# often helps GANs (Yazici et al. 2019); here it did not: on the shipped recipe, EMA with decay 0.999 measured FID 80.8
-# against 76.2 for the last weights of the same run, so the recipe ships the last weights. Under `ci` this cell runs 30
+# often helps GANs (Yazici et al. 2019); here it did not: on this recipe after 10,000 steps, EMA with decay 0.999 measured
+# FID 29.2 against 27.3 for the last weights of the same run, so the recipe ships the last weights. Under `ci` this cell runs 30
 # steps: the samples are noise; `cpu` gives recognisable digits.
 
 # %%
@@ -630,12 +629,12 @@ plt.show()
 #
 # ### E.3 The shipped generator, its samples and its FID
 #
-# The shipped `gan_mnist` is the generator of the `gpu` recipe. The FID is chapter 11's, on the shipped classifier's
+# The shipped `gan_mnist` is the generator of the recipe above run for 18,000 steps (the `shipped` settings). The FID is chapter 11's, on the shipped classifier's
 # 128-d features (`course_lib.eval.fid`), with the same real reference digits; it is printed next to its **floor**, the FID
 # between two disjoint sets of real test digits of the same size $n$. FIDs are comparable only at the same $n$: the
-# manifest holds both this GAN's and the DDPM's at $n = 2{,}000$. Measured there: the GAN 76.2, chapter 11's DDPM 68.9,
-# the floor 5.1. Both are far from the floor: small models trained for minutes on a CPU. The GAN's digits are sharp but
-# often malformed; the classifier's features see that.
+# manifest holds both this GAN's and the DDPM's at $n = 2{,}000$. Measured there: the GAN 20.2 (4.0x the floor), chapter
+# 11's DDPM 12.7, the floor 5.1. The grid below shows what such a number looks like; the cell prints the FID of the
+# shipped generator measured now and of the one you trained in E.2.
 
 # %%
 G = course_lib.zoo.load_shipped("gan_mnist", DEVICE)
@@ -938,14 +937,16 @@ print(f"same digit after the drag, no mask: with stop-gradient {sg_same:.0%}, wi
 assert mask_sweep[10.0][1] < mask_sweep[0.0][1]
 
 # %% [markdown]
-# Without the stop-gradient (bottom row of the figure) the handles end farther from the target than they started, and the
-# strokes around them fade: the loss went down by flattening the features, not by moving them.
+# Without the stop-gradient (bottom row of the figure) the handles end farther from the target than with it (the cell
+# checks this), near where they started (4.47 px; under `cpu`, 16 drags ended 4.66 px away on average), and the strokes
+# around them fade: the loss went down by flattening the features, not by moving them.
 #
 # Read the mask table as a trade-off, and a limit of this mini version. Without a mask the handle gets close, but the
 # whole digit is free to change and often becomes another digit: $z$ has 64 numbers, and every one of them acts on the
 # whole image. A strong mask ($\lambda = 10$) keeps the outside fixed and then the handle barely moves: no $z$ of this
-# generator moves one stroke while holding the rest exactly. In between ($\lambda = 3$, the widget's value) buys a little
-# motion and keeps the digit. (Under `ci` these are averages over 4 drags: noisy.) StyleGAN2's
+# generator moves one stroke while holding the rest exactly. In between, the weight sets the trade: in our `cpu` run
+# $\lambda = 1$ moved the handles about halfway and kept the digit in under half of the drags, and $\lambda = 3$ (the
+# widget's value) kept every digit but hardly moved the handles. (Under `ci` these are averages over 4 drags: noisy.) StyleGAN2's
 # $\mathcal{W}^+$ (next callout) has 18 style vectors acting at different scales, which is what lets the paper's edits stay local.
 #
 # %% [markdown]

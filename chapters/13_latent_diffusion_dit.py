@@ -4,15 +4,15 @@
 #     time_on_cpu:
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
-#         measured: '2026-12-02'
-#         seconds: 22
+#         measured: '2026-12-05'
+#         seconds: 26
 #       cpu:
 #         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
 #         measured: '2026-11-23'
 #         seconds: 253
 #         source: the chapter's table before course_lib.tools.timing, commit c88834f (nbval/nbconvert)
 #       gpu:
-#         note: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU
+#         note: no GPU where the course was timed; the shipped autoencoder (its `gpu` settings) and DiT (the `shipped` settings, 10,000 steps) trained in 155 s + 15 min on 2 CPU cores, bf16
 #         seconds: null
 #   jupytext:
 #     formats: ipynb,py:percent
@@ -56,9 +56,9 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the autoencoder 40 steps; a DiT and a latent U-Net 30 steps each on 2,000 latents | 22 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | the autoencoder 300 steps; DiT and U-Net 400 steps each on 60,000 latents (DiT 104 s, U-Net 49 s) | 4 min 13 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
-# | `gpu` | the shipped recipes: autoencoder 600 steps, DiT 3,500 steps (`python -m course_lib.zoo train ldm_autoencoder` / `dit_mnist --profile gpu`); DiT and U-Net 2,000 steps each here | not measured: no GPU where the course was timed; the shipped recipes took 119 s + 970 s on 1 thread of the shared 2-core CPU |
+# | `ci` | the autoencoder 40 steps; a DiT and a latent U-Net 30 steps each on 2,000 latents | 26 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the autoencoder 600 steps; DiT and U-Net 400 steps each on 60,000 latents | 4 min 13 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `gpu` | DiT and U-Net 2,000 steps each here; the full recipes are `python -m course_lib.zoo train ldm_autoencoder --profile gpu` (3,000 steps) and `dit_mnist --profile gpu` (50,000 steps of batch 256) | not measured: no GPU where the course was timed; the shipped autoencoder (its `gpu` settings) and DiT (the `shipped` settings, 10,000 steps) trained in 155 s + 15 min on 2 CPU cores, bf16 |
 #
 # Whatever the profile, the figures use the shipped checkpoints `ldm_autoencoder` and `dit_mnist`, and chapter 11's
 # `ddpm_mnist` for the pixel-space comparison.
@@ -200,7 +200,7 @@ print(f"step-by-step build = course_lib.topics.ldm.KLAutoencoder; {sum(p.numel()
 # ### A.4 Training, then the shipped autoencoder
 #
 # Under the active profile we train the autoencoder for a few steps (the `ci` run only shows the loss falling); the
-# figures then use the shipped `ldm_autoencoder` (600 steps on all 60,000 digits).
+# figures then use the shipped `ldm_autoencoder` (3,000 steps on all 60,000 digits).
 
 # %%
 ae_cfg = course_lib.zoo.settings("ldm_autoencoder")
@@ -523,15 +523,15 @@ print(f"shipped dit_mnist (manifest): FID {dit_entry['metrics'].get('fid')} at n
       f"floor {dit_entry['metrics'].get('fid_floor')}; `python -m course_lib.zoo bench dit_mnist` measures it again")
 
 # %% [markdown]
-# Honest numbers for the shipped model (measured with `python -m course_lib.zoo bench dit_mnist`, n = 500, DDIM 25
-# steps, no guidance): FID 258.7 against a real-vs-real floor of 17.8. Two parts of that are easy to separate. The
-# autoencoder alone, real test digits encoded and decoded, scores FID 35.9 at the same n: its blur is a floor no latent
-# model can go below. The rest is the DiT, trained for only 3,500 steps on one CPU thread (16 minutes): its digits
-# are often recognisable but malformed. Classifier-free guidance (chapter 12; the DiT was trained with 10% label
-# dropout, so it can be guided) at scale $s = 5$ ($w = 4$ in Ho & Salimans' convention) brings the FID to about 130 (same n and
-# sampler; the bench prints both, and pixel-space `ddpm_mnist` at the same n: about 83). A longer
-# run on a GPU is the way to a better number; the recipe is `python -m course_lib.zoo train dit_mnist --profile gpu` with
-# more steps.
+# Numbers for the shipped model (measured with `python -m course_lib.zoo bench dit_mnist`, n = 500, DDIM 25 steps, no
+# guidance): FID 36.3 against a real-vs-real floor of 17.8, 2.0x the floor. Two parts of that are easy to separate. The
+# autoencoder alone, real test digits encoded and decoded, scores FID 17.8 at the same n: at the floor, so what the
+# classifier's features can see of its blur is nothing, and the gap is the DiT's (10,000 steps of batch 128, 15 minutes
+# on 2 CPU cores in bf16). Classifier-free guidance (chapter 12; the DiT was trained with 10% label dropout, so it can be
+# guided) at scale $s = 5$ ($w = 4$ in Ho & Salimans' convention) gives FID 143 at the same n and sampler: guidance
+# trades the variety of the samples for how clearly each shows its label, and FID counts the variety (chapter 12, F).
+# Pixel-space `ddpm_mnist` at the same n and sampler: 27.4. A longer run of the recipe, `python -m course_lib.zoo
+# train dit_mnist --profile gpu` (50,000 steps of batch 256), is the way to a lower number.
 #
 # ### C.4 Attention maps
 #
@@ -588,8 +588,7 @@ plt.show()
 # how it scales (its paper's FID falls steadily as Gflops grow, across S/B/L/XL and patch sizes, and transformers
 # scale on accelerators better than convolutions do); a toy run cannot test that. What it does show is that the two are
 # interchangeable noise predictors for the same latent diffusion: same loss, same sampler, same decoder.
-# Measured here: under `cpu` (400 steps of batch 128) the U-Net reached a test loss of 0.082 in 49 s and the DiT
-# 0.129 in 104 s; under `ci` (30 steps of batch 32) the DiT was ahead, 0.36 against 0.57.
+# The table above says which one was ahead under your profile; rerun with another seed or profile and it may flip.
 #
 # ## E. Exercises
 #

@@ -120,3 +120,15 @@ def test_measured_cell_and_row_rewrite():
     assert measured_cell({"seconds": None, "note": "no GPU here"}) == "not measured: no GPU here"
     row = "| `cpu` | the VAE, $x \\mid z$ | 5 min |"
     assert last_cell(with_last_cell(row, "42 s")) == "42 s" and with_last_cell(row, "42 s").startswith("| `cpu` | the VAE")
+
+
+def test_keep_writes_the_executed_copy_and_leaves_the_notebook_alone(tmp_path):
+    from course_lib.tools.timing import run_chapter
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import os\nprint(os.environ['COURSE_PROFILE'])")])
+    source = tmp_path / "99_tiny.ipynb"
+    nbformat.write(notebook, source)
+    before = source.read_text()
+    seconds = run_chapter(source, "ci", keep=tmp_path / "executed")
+    assert seconds > 0 and source.read_text() == before
+    executed = nbformat.read(tmp_path / "executed" / "99_tiny.ipynb", as_version=4)
+    assert executed.cells[0].outputs[0]["text"].strip() == "ci"

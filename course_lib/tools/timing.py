@@ -125,11 +125,13 @@ def cpu_busy(seconds: float = 2.0) -> float:
     return 1 - (idle1 - idle0) / max(total1 - total0, 1)
 
 
-def run_chapter(notebook_path: Path, profile: str) -> float:
+def run_chapter(notebook_path: Path, profile: str, keep: Path | None = None) -> float:
     """Run a chapter's notebook top to bottom on a fresh kernel under ``profile``; its wall seconds.
 
     The kernel starts in the notebook's folder with ``COURSE_PROFILE=profile``. The notebook file is
-    only read. Raises nbclient's ``CellExecutionError`` (with the traceback) if a cell fails.
+    only read; with ``keep`` (a folder) the executed copy, outputs included, is written there under the
+    same name (e.g. to read the numbers a profile prints, or to present a chapter already run).
+    Raises nbclient's ``CellExecutionError`` (with the traceback) if a cell fails.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -144,7 +146,17 @@ def run_chapter(notebook_path: Path, profile: str) -> float:
                                 on_cell_executed=lambda **_: bar.update())
         start = time.perf_counter()
         client.execute(env=env)
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+    if keep is not None:
+        _write_atomically(Path(keep) / notebook_path.name, nbformat.writes(notebook))
+    return seconds
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------- recording
@@ -241,8 +253,12 @@ def main(argv=None) -> None:
     parser.add_argument("chapters", nargs="*", help="chapter files or numbers (default: every chapter)")
     parser.add_argument("--profile", choices=PROFILES, default="ci")
     parser.add_argument("--machine", help="what ran it, in words (default: cores, GPU, load from this machine)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="also write each executed notebook, with its outputs, to DIR (never to chapters/)")
     args = parser.parse_args(argv)
     sources = [resolve(c) for c in args.chapters] or sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
+    if args.keep is not None and args.keep.resolve() == CHAPTERS.resolve():
+        raise SystemExit("--keep must name another folder: chapters/ holds the notebooks without outputs")
     if args.profile == "gpu":
         import torch
         if not torch.cuda.is_available():
@@ -255,7 +271,7 @@ def main(argv=None) -> None:
     for source in sources:
         machine = args.machine or this_machine()  # before the run: the load without our own kernel
         try:
-            seconds = run_chapter(source.with_suffix(".ipynb"), args.profile)
+            seconds = run_chapter(source.with_suffix(".ipynb"), args.profile, keep=args.keep)
         except Exception:
             print(f"\n{source.name} FAILED under COURSE_PROFILE={args.profile}; nothing recorded for it", file=sys.stderr)
             raise

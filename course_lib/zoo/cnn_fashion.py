@@ -8,7 +8,7 @@ from course_lib.core.runtime import device, seed_everything
 from course_lib.core.train import FAST, accuracy, fit, minibatches, warmup_cosine
 from course_lib.data import load_fashion_mnist
 from course_lib.topics.cnn import SmallCNN, classification_loss, random_crop_flip
-from course_lib.zoo.common import image_batch, label_batch, loss_step, test_accuracy
+from course_lib.zoo.common import classification_step, test_accuracy
 from course_lib.zoo.record import ShippedModel, Trained, mean_of_last, register
 
 
@@ -54,16 +54,10 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True) 
     return Trained(model, history, metrics, {"recipe": __name__, "seed": seed, **vars(s)})
 
 
-def training_step(model, entry, precision):
-    n = entry["recipe"]["batch_size"]
-    x, y = image_batch(n), label_batch(n)
-    return loss_step(model, lambda m: classification_loss(m, (x, y)), precision), n
-
-
 RECORD = register(ShippedModel(
     name="cnn_fashion", chapter="03", settings=settings, train=train,
     build=lambda entry: SmallCNN(**entry["recipe"]["model"]),
     evaluate=lambda model, entry, options: test_accuracy(model, "Fashion-MNIST", references={
         "bar": 0.91, "2-conv nets (Fashion-MNIST README, as submitted)": "0.876-0.925", "ResNet-18": 0.949,
         "WRN-40-4": 0.967, "human labellers": 0.835}),
-    training_step=training_step))
+    training_step=classification_step))

@@ -105,3 +105,9 @@ def mean_of_last(values: list[float], n: int) -> float:
     """The mean of the last ``n`` values (a smoothed final loss), rounded for the manifest."""
     tail = values[-n:]
     return round(sum(tail) / len(tail), 4)
+
+
+def against_bar(value: float, floor: float, factor: float) -> str:
+    """Whether ``value`` meets a bar of ``factor`` x the real-vs-real ``floor`` (a lower FID is better)."""
+    verdict = "met" if value <= factor * floor else "NOT met"
+    return f"{verdict}: {value / floor:.2f}x the floor, bar <= {factor:g}x = {factor * floor:.2f}"

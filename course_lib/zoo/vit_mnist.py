@@ -6,7 +6,7 @@ import torch
 from course_lib.core.profiles import per_profile
 from course_lib.topics.cnn import classification_loss, random_crop_flip
 from course_lib.topics.vit import ViT
-from course_lib.zoo.common import image_batch, label_batch, loss_step, test_accuracy, train_classifier
+from course_lib.zoo.common import classification_step, test_accuracy, train_classifier
 from course_lib.zoo.record import ShippedModel, Trained, register
 
 
@@ -41,12 +41,6 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True) 
     return Trained(model, history, metrics, {"recipe": __name__, "seed": seed, **vars(s)})
 
 
-def training_step(model, entry, precision):
-    n = entry["recipe"]["batch_size"]
-    x, y = image_batch(n), label_batch(n)
-    return loss_step(model, lambda m: classification_loss(m, (x, y)), precision), n
-
-
 RECORD = register(ShippedModel(
     name="vit_mnist", chapter="04", settings=settings, train=train,
     build=lambda entry: ViT(**entry["recipe"]["model"]),
@@ -54,4 +48,4 @@ RECORD = register(ShippedModel(
         "bar for the shipped model": 0.985,
         "bar for the cpu profile in <= 5 min on 2 cores (python -m course_lib.zoo bench vit_mnist --retrain "
         "--profile cpu)": 0.975}),
-    training_step=training_step))
+    training_step=classification_step))
