@@ -653,7 +653,7 @@ def _backup(path: Path) -> Path:
     return backup
 
 
-def _write_atomically(notebook, target: Path) -> None:
+def write_notebook_atomically(notebook, target: Path) -> None:
     """Write to a temporary file in the same folder, then rename it: a killed run leaves no half notebook."""
     import nbformat
 
@@ -695,7 +695,7 @@ def write_student_notebooks(chapters=None, out_dir: Path | str = "student", *, f
     for result, target in zip(built, targets):
         if target in problems:
             print(f"{target}: {problems[target]}; your version is kept as {_backup(target)}")
-        _write_atomically(result.notebook, target)
+        write_notebook_atomically(result.notebook, target)
         if not quiet:
             checks = sum(len(e.check_cells) for e in result.exercises)
             runnable = sum(not s.raises for s in result.stubs)

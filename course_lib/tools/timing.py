@@ -148,15 +148,10 @@ def run_chapter(notebook_path: Path, profile: str, keep: Path | None = None) -> 
         client.execute(env=env)
         seconds = time.perf_counter() - start
     if keep is not None:
-        _write_atomically(Path(keep) / notebook_path.name, nbformat.writes(notebook))
+        from course_lib.tools.student import write_notebook_atomically
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        write_notebook_atomically(notebook, Path(keep) / notebook_path.name)
     return seconds
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------- recording
