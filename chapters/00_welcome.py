@@ -4,8 +4,8 @@
 #     time_on_cpu:
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
-#         measured: '2026-12-02'
-#         seconds: 3
+#         measured: '2026-12-05'
+#         seconds: 4
 #       cpu:
 #         machine: 2 CPU cores, no GPU, shared with other jobs
 #         measured: '2026-11-23'
@@ -51,7 +51,7 @@
 #
 # | profile | what runs | measured |
 # |---|---|---|
-# | `ci` | nothing trains: the data loaders, a 2-D mixture's score checked against autograd, one widget, one exercise | 3 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | nothing trains: the data loaders, a 2-D mixture's score checked against autograd, one widget, one exercise | 4 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the same (the chapter only prints the profile's settings) | 9 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
 # | `gpu` | the same | the `cpu` time: the profile changes nothing in this chapter |
 #
@@ -329,12 +329,27 @@ except AssertionError as err:
 show_solution(reference_pixel_mean)
 
 # %% [markdown]
-# ## 7. For study groups
+# ## 7. How a chapter is laid out, and how a study group uses it
 #
-# Each chapter opens with goals, prerequisites and a time estimate, and ends with discussion
-# questions and exercises. A 90-minute session works well as: 10 minutes of goals and notation,
-# 50 minutes walking through the derivations with the check cells (change a number and re-run,
-# to see a check fail), 20 minutes on the widgets, 10 minutes on the discussion questions.
+# Every chapter 01-13 follows the same path:
+#
+# 1. **Goals, prerequisites, time**, and a **core path**: the sections to read first and how long they take.
+#    Sections a first reading can skip end their heading with **(optional deep dive)**.
+# 2. **See it work first**: what the chapter builds, shown from the shipped model in a few seconds
+#    (samples, attention maps, detections). By the end of the chapter you will have derived and trained it.
+# 3. **A schematic of each model** before the code that builds it (drawn by `course_lib` from code,
+#    so the picture and the model never drift apart).
+# 4. The derivations, each followed by a cell that checks it by number; then the model step by step,
+#    trained under your profile; widgets to explore it; exercises (at least one asks you to *derive,
+#    then check* or to *predict, then run*, not to copy).
+# 5. A **summary**: a table of the key equations with the section that derives each and the cell that
+#    checks it, and three things to remember. Then the discussion questions.
+#
+# **For study groups.** A chapter is one to three sessions, not a fixed 90 minutes: each chapter's
+# facilitator notes, in `chapters/facilitator/` (one file per chapter, kept out of the notebooks
+# because they hold the answers), give the plan per session (what it covers, how long, which profile
+# the leader pre-runs before the session and how long that takes), answers and usual wrong answers to
+# every discussion question, and where learners stall.
 
 # %% [markdown]
 # ## 8. Discussion questions

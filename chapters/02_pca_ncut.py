@@ -4,12 +4,12 @@
 #     time_on_cpu:
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
-#         measured: '2026-12-02'
-#         seconds: 13
+#         measured: '2026-12-05'
+#         seconds: 17
 #       cpu:
-#         machine: 2 CPU cores, no GPU, shared with other jobs
-#         measured: '2026-11-23'
-#         seconds: 33
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-05'
+#         seconds: 22
 #       gpu:
 #         note: the gpu settings are the cpu settings (nothing here needs a GPU)
 #         same_as: cpu
@@ -39,8 +39,8 @@
 # **Goals.** After this chapter you can
 # - derive PCA as the maximisation of a Rayleigh quotient (Lagrangian, then Courant–Fischer for the next components),
 #   and compute it three ways (eigendecomposition, SVD, power iteration) that agree;
-# - read eigendigits, explained variance and the reconstruction error on MNIST, and prove that the error equals
-#   the sum of the discarded eigenvalues;
+# - read eigendigits, explained variance and the reconstruction error on MNIST, prove that the error equals
+#   the sum of the discarded eigenvalues, and that no other $k$-dimensional subspace does better (Ky Fan);
 # - prove $v^\top L v = \tfrac{1}{2}\sum_{ij} w_{ij}(v_i - v_j)^2$, and so why $L = D - W$ is positive semi-definite;
 # - define cut, assoc, Ncut and Nassoc (with the paper's names), show $\operatorname{Ncut} = 2 - \operatorname{Nassoc}$,
 #   and say why the plain minimum cut is the wrong objective;
@@ -53,9 +53,15 @@
 # an orthonormal eigenbasis exists), the SVD, Lagrange multipliers. Chapter 00 (profiles, widgets). Chapter 01 for
 # autograd (used once, to check a gradient).
 #
-# **Time.** A 90-minute study-group session: 25 min PCA (A), 20 min graphs, cuts and the Laplacian (B),
-# 20 min the relaxation and the solvers (C), 20 min images and widgets (D), 5 min discussion (F). The exercises (E)
-# take about 30 minutes at home.
+# **Time.** Two study-group sessions of about 90 minutes (PCA and the graph criteria in the first; the relaxation,
+# images, widgets and discussion in the second), plus about 40 minutes of exercises at home. The session plan, the
+# answers to the discussion questions and where groups stall are in [facilitator/02_pca_ncut.md](facilitator/02_pca_ncut.md).
+#
+# **Core path.** See it work first, A.1-A.3, A.5, A.6, B.1-B.4, C.1-C.3, C.6, C.7, D.1-D.3, D.5, D.6, the summary and
+# the discussion: about 120 min. The optional deep dives A.4 (the same components from the SVD), C.4 (four solvers that
+# agree), C.5 (what a sparse solver does: Lanczos, and the timings), D.4 (the eigenvectors as images) and D.7 (against
+# scikit-learn) add about 40 min; a first reading can skip their text, but run their cells (Run All does): D uses the
+# photos and the graph that C.5 loads.
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -63,8 +69,8 @@
 #
 # | profile | what changes | measured |
 # |---|---|---|
-# | `ci` | PCA on 10,000 MNIST digits; 20 random graphs for the relaxation gap; eigenvector gallery and widgets on $96 \times 96$ images | 13 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | PCA on all 60,000 training digits; 200 random graphs; everything on $128 \times 128$ images | 33 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
+# | `ci` | PCA on 10,000 MNIST digits; 20 random graphs for the relaxation gap; eigenvector gallery and widgets on $96 \times 96$ images | 17 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | PCA on all 60,000 training digits; 200 random graphs; everything on $128 \times 128$ images | 22 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the same as `cpu` (nothing here needs a GPU) | the `cpu` time: the gpu settings are the cpu settings (nothing here needs a GPU) |
 #
 # Nothing here trains, so there is no checkpoint: every number is computed in the chapter. The timed segmentation of a
@@ -107,9 +113,60 @@ cfg = per_profile(ci=dict(n_pca=10_000, n_graphs=20, gallery_size=96),
 print(f"profile = {profile()}, torch threads = {torch.get_num_threads()}; {cfg}")
 
 # %% [markdown]
+# ## See it work first
+#
+# Two exact computations, no training. Left: the cameraman photo ($128 \times 128$ pixels) split in two by Normalized
+# Cut, the second generalized eigenvector $y_1$ of its pixel graph (middle) thresholded where the cut is smallest. Below:
+# the mean of 5,000 MNIST digits and the first eight principal components, "eigendigits" (red adds ink to the mean
+# digit, blue removes it), each with the share of the variance it explains.
+# By the end of this chapter you will have derived and built this.
+
+# %%
+start = time.perf_counter()
+photo = F.interpolate(load_image("camera")[None], size=(128, 128), mode="area")[0]  # (1, 128, 128)
+W_photo = image_affinity(photo, sigma_i=0.1, sigma_x=4.0, radius=5)  # sparse (16384, 16384)
+split_photo, y1_photo, ncut_photo = ncut_bipartition(W_photo, "search")
+time_ncut = time.perf_counter() - start
+first_digits = load_mnist("train")[0][:5000]  # (5000, 1, 28, 28)
+digits_pca = pca(first_digits, k=8)
+digits_ratio = digits_pca.variances / digits_pca.total_variance  # (8,) share of the variance
+print(f"Ncut of the split: {ncut_photo:.4f} ({split_photo.sum()} and {(~split_photo).sum()} pixels), "
+      f"graph + eigenvector + threshold in {time_ncut:.1f} s; the 8 eigendigits explain "
+      f"{100 * digits_ratio.sum():.1f}% of the variance of the 5,000 digits")
+
+fig = plt.figure(figsize=(13, 5.6), layout="constrained")
+top, bottom = fig.subfigures(2, 1, height_ratios=[1.5, 1])
+ax_photo, ax_y1, ax_split = top.subplots(1, 3)
+ax_photo.imshow(photo[0], cmap="gray")
+ax_photo.set_title("camera, 128 x 128")
+ax_y1.imshow(y1_photo.reshape(128, 128), cmap="RdBu_r")
+ax_y1.set_title("second eigenvector y_1")
+ax_split.imshow(photo[0], cmap="gray")
+ax_split.contour(split_photo.reshape(128, 128), levels=[0.5], colors="r")
+ax_split.set_title(f"the split, Ncut {ncut_photo:.4f}")
+digit_axes = bottom.subplots(1, 9)
+digit_axes[0].imshow(digits_pca.mean.reshape(28, 28), cmap="gray")
+digit_axes[0].set_title("mean digit", fontsize=9)
+for i, ax in enumerate(digit_axes[1:]):
+    component = digits_pca.components[:, i].reshape(28, 28)
+    ax.imshow(component, cmap="RdBu_r", vmin=-component.abs().max(), vmax=component.abs().max())
+    ax.set_title(f"w_{i + 1}: {100 * digits_ratio[i]:.1f}%", fontsize=9)
+for ax in [ax_photo, ax_y1, ax_split, *digit_axes]:
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
 # ---
 # ## A. PCA is the maximisation of a Rayleigh quotient
 #
+# The whole of PCA in one picture; this section derives each arrow, and why the top eigenvectors are the best
+# possible directions:
+
+# %%
+fig = course_lib.topics.spectral.pca_schematic()
+plt.show()
+
+# %% [markdown]
 # ### A.1 The variance along a direction
 #
 # Take $n$ data points $x_1, \dots, x_n \in \mathbb{R}^d$ (here MNIST digits, $d = 784$ pixels), their mean
@@ -265,7 +322,7 @@ assert abs(rayleigh_quotient(S, v[:, 0]) - eigenvalues[k - 1]) < 1e-6
 assert max(subspace_minima) <= eigenvalues[k - 1] + 1e-9
 
 # %% [markdown]
-# ### A.4 The same components from the SVD
+# ### A.4 The same components from the SVD (optional deep dive)
 #
 # Write the centred data as $X_c = U \Sigma V^\top$ (thin SVD: $U^\top U = I$, $V^\top V = I$, $\Sigma$ diagonal with the singular values
 # $\sigma_1 \ge \sigma_2 \ge \dots \ge 0$). Then
@@ -305,8 +362,8 @@ assert cosines.min() > 1 - 1e-8
 # \text{explained variance} = \frac{\sum_{i \le k} \lambda_i}{\sum_{i=1}^d \lambda_i} = \frac{\sum_{i \le k} \lambda_i}{\operatorname{tr} S} .
 # $$
 #
-# (And no other $k$-dimensional subspace does better: that is the "minimum reconstruction error" view of PCA,
-# equivalent to the maximum-variance one because $\lVert \tilde x \rVert^2$ = kept + discarded.) Below, the library's `pca` (the same
+# No other $k$-dimensional subspace does better: that is the "minimum reconstruction error" view of PCA, proved and
+# checked after the next cell. Below, the library's `pca` (the same
 # computation, with a fixed sign per component) is checked against our step-by-step eigenvectors, and the identity
 # against the measured error.
 
@@ -319,6 +376,58 @@ for k in (0, 10, 50, 150):
     print(f"k = {k:3d}: mean squared reconstruction error {error:9.4f}, sum of discarded eigenvalues "
           f"{eigenvalues[k:].sum():9.4f}, explained variance {explained_variance_ratio(fitted)[:k].sum():.3f}")
     assert abs(error - eigenvalues[k:].sum()) < 1e-8 * eigenvalues.sum()
+
+# %% [markdown]
+# **No other $k$-dimensional subspace does better (Ky Fan's maximum principle, 1949).** Take any $k$ orthonormal directions,
+# the columns $q_1, \dots, q_k$ of $Q \in \mathbb{R}^{d \times k}$ ($Q^\top Q = I$), and reconstruct from them: $\hat x = \bar x + Q Q^\top \tilde x$. The two
+# parts $Q Q^\top \tilde x$ and $\tilde x - Q Q^\top \tilde x$ are orthogonal, so by Pythagoras, and with $\lVert Q Q^\top \tilde x \rVert = \lVert Q^\top \tilde x \rVert$ (as $Q^\top Q = I$),
+#
+# $$
+# \frac{1}{n}\sum_n \lVert x_n - \hat x_n \rVert^2 = \frac{1}{n}\sum_n \lVert \tilde x_n \rVert^2 - \frac{1}{n}\sum_n \lVert Q^\top \tilde x_n \rVert^2
+# = \operatorname{tr} S - \operatorname{tr}(Q^\top S Q) ,
+# $$
+#
+# the total variance minus the variance the subspace captures. So the claim is $\operatorname{tr}(Q^\top S Q) \le \lambda_1 + \dots + \lambda_k$. Step by step:
+#
+# 1. Write $S = \sum_i \lambda_i w_i w_i^\top$ (the eigendecomposition). Then $\operatorname{tr}(Q^\top S Q) = \sum_i \lambda_i \operatorname{tr}(Q^\top w_i w_i^\top Q) = \sum_i \lambda_i a_i$ with
+#    $a_i = \lVert Q^\top w_i \rVert^2$: again a weighted sum of the eigenvalues, as in A.3.
+# 2. Each weight is in $[0, 1]$: $\lVert Q^\top w_i \rVert = \lVert Q Q^\top w_i \rVert$ is the length of the projection of the unit vector $w_i$ onto the
+#    subspace, at most $\lVert w_i \rVert = 1$.
+# 3. The weights add up to $k$: $\sum_i a_i = \sum_i \sum_j (q_j^\top w_i)^2 = \sum_j \lVert q_j \rVert^2 = k$, because the $w_i$ are an orthonormal basis, so
+#    $\sum_i (q_j^\top w_i)^2 = \lVert q_j \rVert^2$ for each column.
+# 4. Weights in $[0, 1]$ that add up to $k$ do best on the $k$ largest eigenvalues. Exactly:
+#
+# $$
+# \sum_i \lambda_i a_i - \sum_{i \le k} \lambda_i = \sum_{i \le k} \lambda_i (a_i - 1) + \sum_{i > k} \lambda_i a_i
+# \;\le\; \lambda_k \sum_{i \le k} (a_i - 1) + \lambda_k \sum_{i > k} a_i = \lambda_k \Big(\sum_i a_i - k\Big) = 0 ,
+# $$
+#
+#    because for $i \le k$ the factor $a_i - 1 \le 0$ is multiplied by $\lambda_i \ge \lambda_k$, and for $i > k$ the factor $a_i \ge 0$ by $\lambda_i \le \lambda_k$.
+# 5. At $Q = V_k$ the weights are $a_i = 1$ for $i \le k$ and $0$ after: equality. $\square$
+#
+# So every $k$-dimensional subspace through the mean has an error of at least $\operatorname{tr} S - \sum_{i \le k} \lambda_i = \sum_{i > k} \lambda_i$, PCA's error. (A
+# subspace through another point $m$ does worse still: its error has the extra term $\lVert (I - Q Q^\top)(\bar x - m) \rVert^2$.) The check:
+# 200 random $k$-dimensional subspaces, half of them drawn anywhere and half of them close to $\operatorname{span}(w_1, \dots, w_k)$, where a
+# counter-example would have to be; none may capture more variance than the top $k$ eigenvectors, and for two of them
+# the error is measured on the digits themselves.
+
+# %%
+k = 10
+top_k_variance = eigenvalues[:k].sum()                     # lambda_1 + ... + lambda_k
+anywhere = torch.randn(100, 784, k, generator=generator, dtype=torch.float64)
+closeness = torch.logspace(-3.5, -1.5, 100, dtype=torch.float64)[:, None, None]  # noise of length 0.01 to 0.9 per column
+near_top = eigenvectors[:, :k] + closeness * torch.randn(100, 784, k, generator=generator, dtype=torch.float64)
+Q_all, _ = torch.linalg.qr(torch.cat([anywhere, near_top]))  # (200, 784, k) orthonormal columns
+captured = (Q_all * torch.matmul(S, Q_all)).sum(dim=(1, 2))  # (200,) tr(Q^T S Q)
+print(f"k = {k}: lambda_1 + ... + lambda_{k} = {top_k_variance:.5f}; largest variance captured by 200 random "
+      f"subspaces: {captured[:100].max():.5f} (drawn anywhere), {captured[100:].max():.5f} (near the top {k})")
+assert captured.max() <= top_k_variance + 1e-10 * eigenvalues.sum()
+for Q in Q_all[[0, 100]]:                                    # the error measured on the data, for two of them
+    error = ((X_c - X_c @ Q @ Q.T) ** 2).sum(dim=1).mean()
+    print(f"  a random subspace: mean squared error {error:.5f} = tr S - tr(Q^T S Q) = "
+          f"{eigenvalues.sum() - (Q * (S @ Q)).sum():.5f} >= {eigenvalues[k:].sum():.5f} (PCA's)")
+    assert abs(error - (eigenvalues.sum() - (Q * (S @ Q)).sum())) < 1e-8 * eigenvalues.sum()
+    assert error >= eigenvalues[k:].sum() - 1e-10 * eigenvalues.sum()
 
 # %% [markdown]
 # ### A.6 Eigendigits and explained variance
@@ -395,6 +504,14 @@ course_lib.core.widgets.interactive_figure(
 # ---
 # ## B. Graphs, cuts and the Laplacian
 #
+# Sections B to D build Normalized Cut, the pipeline below: B the graph and the criterion, C the relaxation to an
+# eigenproblem and the threshold, D the pixel graph of a real image.
+
+# %%
+fig = course_lib.topics.spectral.ncut_schematic()
+plt.show()
+
+# %% [markdown]
 # ### B.1 The graph Laplacian and its quadratic form
 #
 # A weighted graph on $N$ nodes is a symmetric **affinity matrix** $W$ with $w_{ij} \ge 0$ (how strongly $i$ and $j$ belong
@@ -415,8 +532,8 @@ course_lib.core.widgets.interactive_figure(
 # - For the indicator $\mathbf{1}_A$ of a set $A$ (1 on $A$, 0 on its complement $B$), $(v_i - v_j)^2 = 1$ exactly when one of $i, j$ is in $A$
 #   and the other in $B$, so $\mathbf{1}_A^\top L\, \mathbf{1}_A = \frac{1}{2} \cdot 2 \sum_{i \in A, j \in B} w_{ij}$: the total weight of the edges between $A$ and $B$.
 #
-# > **Common confusion:** "$D - W$ is real and symmetric, hence positive semi-definite" (a source post says this). Symmetric
-# > gives real eigenvalues and an orthonormal eigenbasis, not non-negative eigenvalues: the non-negativity comes from
+# > **Common confusion:** a common reading is "$D - W$ is real and symmetric, hence positive semi-definite". In fact
+# > symmetry gives real eigenvalues and an orthonormal eigenbasis, not non-negative eigenvalues: the non-negativity comes from
 # > $w_{ij} \ge 0$ through the identity above. The cell builds a symmetric $W$ with one negative weight and finds a negative
 # > eigenvalue of $D - W$.
 
@@ -473,7 +590,7 @@ except ValueError as error:
 #
 # Minimising the disassociation between the groups and maximising the association within them is one problem.
 #
-# > **Common confusion:** a source post calls the between-group criterion "Nassoc" and writes `assoc` for the cut too.
+# > **Common confusion:** a common mix-up calls the between-group criterion "Nassoc" and writes `assoc` for the cut too.
 # > In the paper (and in this course), **Ncut** is the between-group quantity, which we minimise, and **Nassoc** the
 # > within-group one, which we maximise; $\operatorname{Ncut} = 2 - \operatorname{Nassoc}$.
 
@@ -565,10 +682,10 @@ assert min(best_cut.sum(), (~best_cut).sum()) == 1
 # $\frac{N - x - 1}{N - 1}$). The cut $x(N - x)$ is smallest at $x = 1$. With no structure in the graph, Ncut prefers no partition; the
 # minimum cut still prefers a singleton.
 #
-# > **Common confusion:** a source post counts $\frac{\operatorname{assoc}(A, A)}{\operatorname{assoc}(A, V)} = \frac{\sum_{i=1}^{x} i}{x(N - 1)} = \frac{x + 1}{2(N - 1)}$ and a sum of
-# > $\frac{N + 1}{2(N - 1)}$. Both are miscounts: $A$ has $x(x - 1)$ ordered pairs (each edge counted from both ends, as
-# > $\operatorname{assoc}(A, V)$ counts them), so the ratio is $\frac{x - 1}{N - 1}$; and the post's own terms add to $\frac{N + 2}{2(N - 1)}$. The conclusion
-# > it wanted (no small-set bias without structure) holds, with $\operatorname{Ncut} = \frac{N}{N - 1}$.
+# > **Common confusion:** a common miscount takes $\frac{\operatorname{assoc}(A, A)}{\operatorname{assoc}(A, V)} = \frac{\sum_{i=1}^{x} i}{x(N - 1)} = \frac{x + 1}{2(N - 1)}$ and a sum of
+# > $\frac{N + 1}{2(N - 1)}$. Both are wrong: $A$ has $x(x - 1)$ ordered pairs (each edge counted from both ends, as
+# > $\operatorname{assoc}(A, V)$ counts them), so the ratio is $\frac{x - 1}{N - 1}$; and those two miscounted terms would add to $\frac{N + 2}{2(N - 1)}$, not
+# > $\frac{N + 1}{2(N - 1)}$. The conclusion (no small-set bias without structure) holds, with $\operatorname{Ncut} = \frac{N}{N - 1}$.
 
 # %%
 N_complete = 10
@@ -651,7 +768,7 @@ for index in (int(np.argmin(ncuts_12)), 5, 1000):
 #
 # and at a solution the objective is $y^\top L y = \lambda\, y^\top D y = \lambda$.
 #
-# > **Common confusion:** a source post differentiates $y^\top (D - W) y - \lambda\, y^\top D y$ and writes $2(D - W) y + 2 \lambda D y = 0$: a sign
+# > **Common confusion:** a common slip differentiates $y^\top (D - W) y - \lambda\, y^\top D y$ and writes $2(D - W) y + 2 \lambda D y = 0$: a sign
 # > slip, which would give $(D - W) y = -\lambda D y$ and negative "eigenvalues" for a PSD problem. It is $2 L y - 2 \lambda D y$.
 #
 # **Make it symmetric.** With $z = D^{1/2} y$ (every $d_i > 0$), $L y = \lambda D y$ becomes $L D^{-1/2} z = \lambda D^{1/2} z$; multiply by $D^{-1/2}$:
@@ -683,13 +800,13 @@ for index in (int(np.argmin(ncuts_12)), 5, 1000):
 # \lambda_1 \;\le\; \min_A \operatorname{Ncut}(A, B) .
 # $$
 #
-# The relaxation is the only approximation: the real $y_1$ must still be turned back into a partition (C.5).
+# The relaxation is the only approximation: the real $y_1$ must still be turned back into a partition (C.6).
 #
-# > **Common confusion:** a source post doubts that the second eigenvector is the minimum ("the eigen-equation only finds
-# > critical points") and says eigenvectors are "orthogonal, hence non-overlapping". The weighted-average argument
-# > above is the proof that it *is* the minimum over $y \perp_D \mathbf{1}$; and the $y_i$ are orthogonal in the $D$ inner product
-# > ($y_i^\top D y_j = z_i^\top z_j = 0$), not in the plain one. The same post excludes the smallest eigenvector because it "implies
-# > $k = 1$"; the precise reason is that $y_0 = \mathbf{1}$ violates $y^\top D \mathbf{1} = 0$.
+# > **Common confusion:** a common doubt is that the second eigenvector is the minimum at all ("the eigen-equation only
+# > finds critical points"), and a common reading calls eigenvectors "orthogonal, hence non-overlapping". The
+# > weighted-average argument above is the proof that it *is* the minimum over $y \perp_D \mathbf{1}$; and the $y_i$ are orthogonal in
+# > the $D$ inner product ($y_i^\top D y_j = z_i^\top z_j = 0$), not in the plain one. The smallest eigenvector is often said to be
+# > excluded because it "implies $k = 1$"; the precise reason is that $y_0 = \mathbf{1}$ violates $y^\top D \mathbf{1} = 0$.
 
 # %% [markdown]
 # ### C.3 Checked: the relaxed minimum and the brute-force minimum Ncut
@@ -749,7 +866,7 @@ plt.show()
 # (there is a good discrete answer and $y_1$ is nearly piecewise constant); for uniform random weights (no structure,
 # like the complete graph of B.4) every partition has Ncut near 1 and $\lambda_1$ stays measurably below it.
 #
-# ### C.4 One eigenproblem, four solvers
+# ### C.4 One eigenproblem, four solvers (optional deep dive)
 #
 # The smallest generalized eigenvectors can be computed (1) by `scipy.linalg.eigh(L, D)`; (2) from $L_{\text{sym}}$ and $y = D^{-1/2} z$; (3) with a
 # sparse, iterative solver that only needs products $W v$: ARPACK's Lanczos (`scipy.sparse.linalg.eigsh`) on $D^{-1/2} W D^{-1/2}$, whose
@@ -791,7 +908,7 @@ for name, Y_other in (("L_sym + back-transform", Y_2), ("ARPACK eigsh", Y_3), ("
 assert np.allclose(lam_1, lam_2[:4], atol=1e-9) and np.allclose(lam_1, lam_3, atol=1e-9) and np.allclose(lam_1, lam_4, atol=1e-8)
 
 # %% [markdown]
-# ### C.5 What a sparse solver does: Lanczos in a few lines
+# ### C.5 What a sparse solver does: Lanczos in a few lines (optional deep dive)
 #
 # An image of $128 \times 128$ pixels is a graph of $N = 16{,}384$ nodes. A dense eigendecomposition costs $O(N^3)$ time and $N^2$ numbers of
 # memory (2 GiB); the graph is sparse (each pixel has 68 neighbours), and the **Lanczos method** needs only products $A v$ with
@@ -1076,7 +1193,7 @@ for ax in axes[[0, 1, 3]]:
 plt.show()
 
 # %% [markdown]
-# ### D.4 The eigenvectors as images
+# ### D.4 The eigenvectors as images (optional deep dive)
 #
 # The paper's Figure 3 shows eigenvectors 2 to 9 of a photo (counting from 1; our $y_1, \dots, y_8$), here $y_1, \dots, y_9$. Each $y_k$ minimises the quotient orthogonally (in the $D$ inner product) to
 # the earlier ones (A.3's argument again), so the later ones cut the image in further ways; many of them are smooth ramps,
@@ -1200,7 +1317,7 @@ for ax in axes:
 plt.show()
 
 # %% [markdown]
-# ### D.7 Compared with scikit-learn's spectral clustering, if it is installed
+# ### D.7 Compared with scikit-learn's spectral clustering, if it is installed (optional deep dive)
 #
 # scikit-learn is not a dependency of this course; if it happens to be installed, its `spectral_clustering` (a K-way
 # method: several eigenvectors of the normalized affinity, then k-means) is run on the same $W$ with two clusters, and its split
@@ -1318,6 +1435,59 @@ course_lib.core.check.check_function(
 course_lib.core.check.show_solution('''def my_count_components(W, max_components=8):
     lambdas, _ = ncut_eigenvectors(W, k=max_components)   # smallest generalized eigenvalues, ascending
     return torch.tensor(int((lambdas < 1e-9).sum()))        # each connected component adds one zero''')
+
+# %% [markdown]
+# **Exercise 5: PCA without centring.** *Predict, then run.* Suppose you forget the centring of A.1 and take the top
+# eigenvector $u_1$ of the second-moment matrix $\frac{1}{n} X^\top X$ instead of the covariance $S$. Before you run the cell, predict:
+# (a) what $u_1$ looks like as an image, and its $\lvert \cos \rvert$ with the mean digit $\bar x$: near 0, near 0.5 or near 1? (b) Is its
+# eigenvalue close to $\lambda_1$ of $S$, or much larger? Write your answers into `MY_PREDICTION`, then run the experiment.
+# (Hint for checking your reasoning afterwards: $\frac{1}{n} X^\top X = S + \bar x \bar x^\top$.)
+
+# %%
+MY_PREDICTION = {"abs cos with the mean digit": None, "top eigenvalue / lambda_1": None}  # fill in before running
+
+# %%
+second_moment = X.T @ X / len(X)                            # (784, 784), no centring
+moment_values, moment_vectors = torch.linalg.eigh(second_moment)  # ascending
+u_1 = moment_vectors[:, -1]                                 # (784,) top eigenvector
+cos_with_mean = abs(u_1 @ x_mean / x_mean.norm()).item()
+print(f"your prediction: {MY_PREDICTION}")
+print(f"measured: |cos(u_1, mean digit)| = {cos_with_mean:.4f}; top eigenvalue {moment_values[-1]:.2f} = "
+      f"{moment_values[-1] / eigenvalues[0]:.1f} x lambda_1 of S ({eigenvalues[0]:.2f}); |mean digit|^2 = {x_mean @ x_mean:.2f}")
+assert torch.allclose(second_moment, S + torch.outer(x_mean, x_mean))
+fig, axes = plt.subplots(1, 3, figsize=(7, 2.6))
+for ax, image, title in zip(axes, (u_1 * u_1.sum().sign(), x_mean, fitted.components[:, 0]),
+                            ("u_1 of X^T X / n", "mean digit", "w_1 of S (centred)")):
+    ax.imshow(image.reshape(28, 28), cmap="RdBu_r", vmin=-image.abs().max(), vmax=image.abs().max())
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# Without centring, the "first component" is the mean digit (the direction in which every digit has a lot of ink) and
+# its eigenvalue is mostly $\lVert \bar x \rVert^2$: it says where digits *are*, not how they *differ*. Centring removes it, and
+# the components of A then describe the variation around the mean.
+
+# %% [markdown]
+# ---
+# ## Summary
+#
+# | key equation | derived in | checked by |
+# |---|---|---|
+# | $R_S(w) = \frac{w^\top S w}{w^\top w} = \frac{\sum_i \lambda_i c_i^2}{\sum_i c_i^2}$, maximised by $w_1$; $\lambda_k$ is the maximum orthogonal to $w_1, \dots, w_{k-1}$ | A.1, A.2, A.3 | autograd and power iteration in A.2, random directions and subspaces in A.3 |
+# | $\frac{1}{n}\sum_n \lVert x_n - \hat x_n \rVert^2 = \sum_{i > k} \lambda_i$, and no $k$-dimensional subspace does better (Ky Fan) | A.5 | the measured error for four values of k, and 200 random subspaces, in A.5 |
+# | $v^\top L v = \frac{1}{2}\sum_{ij} w_{ij} (v_i - v_j)^2 \ge 0$ and $\operatorname{Ncut} = 2 - \operatorname{Nassoc}$ | B.1, B.2 | a random graph, and one with a negative weight, in B.1 and B.2 |
+# | $\operatorname{Ncut}(A, B) = \frac{y^\top (D - W) y}{y^\top D y}$ for $y = 2(\mathbf{1}_A - b\, \mathbf{1}_B)$, with $y^\top D \mathbf{1} = 0$ | C.1 | three partitions of the 12-point graph in C.1 |
+# | relaxed: $(D - W)\, y = \lambda D y$, minimised by $y_1$, so $\lambda_1 \le \min \operatorname{Ncut}$ | C.2 | brute force over 2,047 partitions and random graphs in C.3 |
+#
+# **Three things to remember.**
+#
+# 1. In the eigenbasis a Rayleigh quotient is a weighted average of the eigenvalues; that one line gives PCA's components,
+#    its reconstruction error $\sum_{i > k} \lambda_i$, and the relaxed Ncut's minimiser.
+# 2. Ncut normalises the cut by each side's total connection, so cutting off a lone node costs more than 1; the trivial
+#    eigenvector $y_0 = \mathbf{1}$ is excluded by the constraint $y^\top D \mathbf{1} = 0$, and $y_1$ is the exact minimiser of the relaxed problem.
+# 3. The relaxation is the only approximation: threshold $y_1$ by searching for the smallest actual Ncut, and read a
+#    nearly two-valued $y_1$ (and a split whose Ncut is close to $\lambda_1$) as a sign the relaxation was tight.
 
 # %% [markdown]
 # ---

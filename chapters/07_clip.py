@@ -4,13 +4,12 @@
 #     time_on_cpu:
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
-#         measured: '2026-12-02'
-#         seconds: 12
+#         measured: '2026-12-05'
+#         seconds: 17
 #       cpu:
-#         machine: 2 CPU cores, no GPU, shared with other jobs (earlier session)
-#         measured: '2026-11-23'
-#         seconds: 315
-#         source: the chapter's table before course_lib.tools.timing, commit f1f2cf2 (nbval/nbconvert)
+#         machine: 2 CPU cores, no GPU, otherwise idle
+#         measured: '2026-12-05'
+#         seconds: 106
 #       gpu:
 #         note: 'no GPU where the course was timed; the shipped recipe (`python -m course_lib.zoo train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits'
 #         seconds: null
@@ -49,9 +48,14 @@
 # **Prerequisites.** Chapter 01 (cross entropy from logits, log-sum-exp, `fit`), chapter 03 (`SmallCNN`), chapter 04
 # (attention, the transformer `Block`, masks). Cosine similarity.
 #
-# **Time.** A 90-minute study-group session: 30 min the loss, its checks and its gradient (A), 15 min the temperature (A.5),
-# 20 min the model, tokenizer and training (B), 15 min zero-shot and the widgets (C, D), 10 min discussion (F).
-# The exercises (E) take about 30 minutes at home.
+# **Time.** One study-group session of about 90 minutes (the core path, then the temperature deep dive A.5 if time
+# allows, and the discussion F); the exercises (E) take about 40 minutes at home. The plan, what to pre-run and the
+# answers to the discussion questions are in [facilitator/07_clip.md](facilitator/07_clip.md).
+#
+# **Core path.** See it work first, A.1-A.4 (the symmetric loss, its two values, its gradient), B.1-B.5 (captions,
+# tokenizer, the two towers, training and its loss floor, the shipped model), C.1 (zero-shot by prompt), D (the
+# similarity matrix and the temperature), the summary: about 70 min. The optional deep dive, for a second reading:
+# A.5 (why the temperature is learned as $\log(1/\tau)$ and clamped at 100).
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -59,8 +63,8 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the tiny CLIP for 40 steps (batch 64) on 5,000 digits (a smoke test: about 0.25 zero-shot); section C on the first 2,000 test digits | 12 s, measured 2026-12-02 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs): zero-shot accuracy 0.9885 on 2,000 test digits, the loss 0.05 nats above its floor (training 4 min 29 s) | 5 min 15 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs (earlier session) |
+# | `ci` | the tiny CLIP for 40 steps (batch 64) on 5,000 digits (a smoke test: about 0.25 zero-shot); section C on the first 2,000 test digits | 17 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs): zero-shot accuracy 0.9885 on 2,000 test digits, the loss 0.05 nats above its floor (training 4 min 29 s) | 1 min 46 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the shipped recipe: 2,000 steps of batch 128, digits shifted by up to 2 pixels | not measured: no GPU where the course was timed; the shipped recipe (`python -m course_lib.zoo train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits |
 #
 # Whatever the profile, sections C and D use the shipped checkpoint `clip_mnist`. Set the profile before starting
@@ -97,6 +101,41 @@ generator = seed_everything(0)
 print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num_threads()}")
 
 # %% [markdown]
+# ## See it work first
+#
+# The shipped tiny CLIP (`clip_mnist`) was never trained to classify: it only learned to put a digit and its caption
+# close together. Yet write one prompt per class, "the number zero", ..., "the number nine", and pick for each image the
+# prompt it is most similar to: that is a classifier, **zero-shot**. Below, the first test digit of each class against the
+# ten prompts: the cosine similarity matrix (rows: images, columns: prompts) and the predicted class under each digit,
+# then the accuracy on the first 1,000 test digits.
+#
+# By the end of this chapter you will have derived and trained this: the loss that shapes this matrix (A), the two
+# towers and their training (B), and the prompts (C).
+
+# %%
+first_clip = course_lib.zoo.load_shipped("clip_mnist", DEVICE)
+x_first, y_first = load_mnist("test")  # (10000, 1, 28, 28), (10000,)
+one_of_each = torch.stack([(y_first == k).nonzero()[0, 0] for k in range(10)])  # the first test digit of every class
+prompts = [fill_template("the number {word}", k) for k in range(10)]
+with torch.no_grad():
+    first_similarity = cosine_similarity_matrix(first_clip.encode_image(x_first[one_of_each].to(DEVICE)),
+                                                first_clip.encode_text(prompts)).cpu()  # (10, 10)
+first_guess = first_similarity.argmax(dim=1)  # (10,): the most similar prompt of each image
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), width_ratios=[1.3, 1])
+shown = axes[0].imshow(first_similarity, cmap="viridis")
+fig.colorbar(shown, ax=axes[0], fraction=0.046)
+axes[0].set_xticks(range(10), prompts, rotation=45, ha="right", fontsize=7)
+axes[0].set_yticks(range(10), [f"image of a {k}" for k in range(10)], fontsize=7)
+axes[0].set_title("cosine similarity of image and prompt", fontsize=9)
+course_lib.core.plotting.image_grid(x_first[one_of_each], nrow=2, ax=axes[1])
+axes[1].set_title("the ten digits; predicted, row by row: " + " ".join(str(k) for k in first_guess.tolist()), fontsize=9)
+plt.tight_layout()
+plt.show()
+first_accuracy = course_lib.topics.clip.zero_shot_accuracy(first_clip, x_first[:1000], y_first[:1000], "the number {word}")
+print(f"these 10 digits: {(first_guess == torch.arange(10)).sum().item()} of 10 right; zero-shot accuracy with the one "
+      f"prompt template on the first 1,000 test digits: {first_accuracy:.3f} (chance: 0.100)")
+
+# %% [markdown]
 # ---
 # ## A. The loss
 #
@@ -112,8 +151,14 @@ print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num
 #
 # and the **logits** divide it by a temperature $\tau > 0$: $\ell_{ij} = s_{ij} / \tau$. Row $i$ of the $N \times N$ matrix $\ell$ is
 # image $i$ against every caption of the batch; column $j$ is caption $j$ against every image. The $N$ true pairs sit on the
-# diagonal; the $N^2 - N$ other entries are the negatives, which come for free from the batch.
-#
+# diagonal; the $N^2 - N$ other entries are the negatives, which come for free from the batch. The whole model in one
+# picture (`course_lib.topics.clip.schematic()`), built in section B:
+
+# %%
+fig = course_lib.topics.clip.schematic()
+plt.show()
+
+# %% [markdown]
 # ### A.2 Two cross entropies
 #
 # **Image to text.** Read row $i$ as a classification problem with $N$ classes, "which caption belongs to image $i$?",
@@ -146,11 +191,15 @@ print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num
 # over the columns it is the same call on `logits.T`. This is the paper's pseudo-code (its Figure 3):
 # `loss = (cross_entropy(logits, labels, axis=0) + cross_entropy(logits, labels, axis=1)) / 2`.
 #
-# > **Common confusion:** the source post (and many summaries) write only the first term, $\mathcal{L}_{\text{I} \to \text{T}}$,
-# > as "the CLIP loss". That is the one-directional InfoNCE of contrastive predictive coding. CLIP's loss is **symmetric**:
-# > it also asks every caption to pick out its image among the $N$ images. The two terms differ whenever $\ell$ is not a symmetric
-# > matrix, and the cell below shows by how much. The one-directional loss never asks caption $k$ to pick out image $k$: a caption may
-# > sit nearer another image than its own ($s_{ik} > s_{kk}$) at no extra cost, as long as every image still prefers its own caption.
+# > **Common confusion:** many summaries write only the first term, $\mathcal{L}_{\text{I} \to \text{T}}$, as "the CLIP loss".
+# > That is the one-directional InfoNCE of contrastive predictive coding. CLIP's loss is **symmetric**: it also asks every
+# > caption to pick out its image among the $N$ images. When $\ell$ is a symmetric matrix the two terms are equal (column $j$ is
+# > then row $j$), so they **can** differ only when $\ell$ is not symmetric; but not every non-symmetric $\ell$ makes them differ.
+# > A circulant matrix, $\ell_{ij} = c_{(j - i) \bmod N}$, is not symmetric unless $c_k = c_{N-k}$, yet every row and every column
+# > holds the same $N$ numbers with the same diagonal entry $c_0$, so the two terms are equal. The cell below checks both cases
+# > with numbers: a random batch, whose terms differ, and a non-symmetric circulant one, whose terms agree. The one-directional
+# > loss never asks caption $k$ to pick out image $k$: a caption may sit nearer another image than its own ($s_{ik} > s_{kk}$) at no
+# > extra cost, as long as every image still prefers its own caption.
 #
 # The step-by-step version, with the shapes:
 
@@ -184,6 +233,12 @@ one_way, other_way = image_to_text_loss(logits), image_to_text_loss(logits.T)
 print(f"image -> text alone: {one_way:.4f}; text -> image alone: {other_way:.4f}: "
       f"the one-directional loss is off by {abs(one_way - ours):.4f} nats here")
 assert abs(one_way - other_way) > 1e-3
+
+circulant = torch.stack([torch.tensor([3.0, 1.0, 0.0, -1.0], dtype=torch.float64).roll(i) for i in range(4)])  # (4, 4)
+print("a circulant logit matrix, not symmetric:\n", circulant.numpy())
+print(f"its image -> text term {image_to_text_loss(circulant):.6f}, its text -> image term {image_to_text_loss(circulant.T):.6f}")
+assert not torch.equal(circulant, circulant.T)
+assert torch.allclose(image_to_text_loss(circulant), image_to_text_loss(circulant.T), atol=1e-12)
 
 # %% [markdown]
 # ### A.3 Two values it must take
@@ -259,7 +314,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ### A.5 The learned temperature, and why it is clamped
+# ### A.5 The learned temperature, and why it is clamped (optional deep dive)
 #
 # CLIP learns $\tau$ with everything else. It does not learn $\tau$ itself but `logit_scale` $= \log(1/\tau)$, and multiplies the cosine
 # similarities by its exponential, $1/\tau$:
@@ -523,6 +578,10 @@ print(f"profile {cfg.profile}: {cfg.steps} steps of batch {cfg.batch_size} on {c
       f"max shift {cfg.max_shift} px")
 model, history = course_lib.topics.clip.train_clip(cfg, seed=0)
 print(f"trained in {history.wall_time_s:.1f} s; last evaluation on {cfg.n_eval:,} test digits: {history.last_eval()}")
+print(f"last training loss {np.mean(history.losses[-5:]):.2f} nats (mean of the last 5 steps), floor {loss_floor:.2f}")
+if profile() == "ci":
+    print(f"(profile ci: {cfg.steps} steps are a smoke test; a zero-shot accuracy near 0.25 and a loss well above the floor "
+          "are expected here, not a bug in your code. Under cpu, 1,000 steps reach about 0.99; B.5 loads the shipped model.)")
 
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
 axes[0].plot(history.losses, lw=0.6, label="training loss")
@@ -744,12 +803,12 @@ course_lib.core.widgets.interactive_figure(
 # split evenly among repeats; as $\tau \to 0$ each row becomes a one-hot on its arg max, and the loss of a batch with any error explodes (A.5).
 # The column softmax is not the transpose of the row softmax: each normalises over a different set.
 #
-# > **Common confusion: what Stable Diffusion conditions on.** The source post says diffusion is conditioned on "a semantic conditioning
-# > vector" from CLIP. Stable Diffusion v1 feeds its U-Net's cross-attention the **sequence of per-token hidden states** of CLIP ViT-L/14's
+# > **Common confusion: what Stable Diffusion conditions on.** A common summary says diffusion is conditioned on "a semantic
+# > conditioning vector" from CLIP. Stable Diffusion v1 feeds its U-Net's cross-attention the **sequence of per-token hidden states** of CLIP ViT-L/14's
 # > text transformer (77 tokens × 768), not the single pooled, projected embedding that the contrastive loss trains; in our model that would be
 # > `TextTransformer.hidden_states` (B, 8, 64), not `encode_text` (B, 64). And the original latent-diffusion paper (Rombach et al. 2022) did
 # > not use CLIP at all: its text-to-image model trained a BERT-style transformer jointly; CLIP's text encoder came with Stable Diffusion.
-# > The post also calls the text encoder $g$ in one place and $f_{\text{text}}$ in another; here it is $g$ throughout.
+# > Texts name the text encoder differently ($g$, $f_{\text{text}}$); here it is $g$ throughout.
 
 # %% [markdown]
 # ---
@@ -827,6 +886,61 @@ course_lib.core.check.check_function(my_ensemble, course_lib.topics.clip.ensembl
 course_lib.core.check.show_solution(course_lib.topics.clip.ensemble_embeddings)
 
 # %% [markdown]
+# **Exercise 4: the temperature at test time.** *Predict, then run.* The shipped model learned $\tau \approx 0.074$. Suppose you
+# classify the same test digits with the same prompt ensemble, but compute $p(k \mid x) = \operatorname{softmax}_k(s_k / \tau)$ at
+# $\tau = 1$ instead. Before running the check cell, write into `MY_PREDICTION` (i) the zero-shot accuracy you expect at $\tau = 1$,
+# given the accuracy at the learned $\tau$ that C.1 printed, and (ii) the mean probability the model gives its predicted class at
+# $\tau = 1$ (at the learned $\tau$ it is close to 1). Use C.1's rule and D's "things to look for"; then run the cell and explain.
+
+# %% tags=["exercise"]
+MY_PREDICTION = dict(accuracy_at_tau_1=0.99, mean_top_probability_at_tau_1=0.18)  # your two numbers
+
+# %%
+assert MY_PREDICTION is not None, "write your two numbers into MY_PREDICTION in the cell above first, then run this cell"
+cosines = test_embeddings @ ensemble.T  # (n_test, 10): unit vectors, so these are the cosine similarities
+print(f"your prediction: {MY_PREDICTION}")
+accuracies_tau = []
+for name, tau_test in [("learned", learned_tau), ("1", 1.0), ("0.01", 0.01)]:
+    p_test = (cosines / tau_test).softmax(dim=1)  # (n_test, 10)
+    accuracy_tau = (p_test.argmax(dim=1) == y_eval).float().mean().item()
+    accuracies_tau.append(accuracy_tau)
+    print(f"tau = {name:>7} ({tau_test:.4f}): zero-shot accuracy {accuracy_tau:.4f}, "
+          f"mean probability of the predicted class {p_test.max(dim=1).values.mean().item():.3f}")
+assert max(accuracies_tau) - min(accuracies_tau) < 1e-3  # the arg max does not depend on tau
+
+# %%
+course_lib.core.check.show_solution(
+    "The accuracy is the same at every tau: dividing all ten cosines of an image by the same positive number keeps their "
+    "order, so the arg max (C.1) does not move. What changes is the confidence: cosines lie in [-1, 1], so at tau = 1 the "
+    "ten logits differ by at most 2 and the softmax stays close to uniform (a predicted-class probability near 0.18, "
+    "against 0.1 for uniform), while at the learned tau the same gaps are multiplied by about 13.5 and the softmax is "
+    "nearly one-hot. The temperature matters for the loss during training (A.5) and for calibrated probabilities, not "
+    "for which class wins.")
+
+# %% [markdown]
+# ---
+# ## Summary
+#
+# | key equation | derived in | checked by |
+# |---|---|---|
+# | $\mathcal{L} = \tfrac{1}{2}(\mathcal{L}_{\text{I} \to \text{T}} + \mathcal{L}_{\text{T} \to \text{I}})$, softmax cross entropies over the rows and the columns of $\ell = s / \tau$ | A.2 | the step-by-step loss against `F.cross_entropy` and `clip_loss` in A.2 |
+# | $\mathcal{L} = \log N$ when all embeddings are equal; unchanged by a joint permutation of the pairs | A.3 | three batch sizes and a shuffled batch in A.3 |
+# | $\partial \mathcal{L} / \partial \ell = \frac{1}{2N}\big[(P^{\text{row}} - I) + (P^{\text{col}} - I)\big]$ | A.4 | autograd in A.4 |
+# | with a wrong nearest neighbour, a row's term grows like $c\, d_{ik^\ast}$ as $c = 1/\tau \to \infty$ | A.5 | the loss against its asymptote in A.5 |
+# | the false-negative floor $\mathbb{E}\big[\frac{1}{N}\sum_i \log n_{y_i}\big]$ | B.4 | sampled batches and the training curve in B.4 |
+# | $\hat y(x) = \arg\max_k \cos\big(f(x), g(t_k)\big)$; ensemble $\bar g_k = m_k / \lVert m_k \rVert$ | C.1 | cosine with the mean against dot products with the renormalised mean in C.1 |
+#
+# **Three things to remember.**
+#
+# 1. CLIP's loss is two softmax cross entropies on one $N \times N$ matrix of cosine similarities divided by $\tau$: over the
+#    rows (each image picks its caption) and over the columns (each caption picks its image); the batch's other pairs are the
+#    negatives.
+# 2. Zero-shot classification is that matrix with the batch's captions replaced by one prompt per class. The arg max does not
+#    depend on $\tau$; the probabilities do.
+# 3. The loss cannot reach 0 when captions repeat (false negatives set a floor), and $\tau$ is learned as $\log(1/\tau)$ with
+#    $1/\tau$ clamped at 100, because a batch the model gets right always asks for a smaller $\tau$.
+
+# %% [markdown]
 # ---
 # ## F. Discussion questions
 #
@@ -837,7 +951,7 @@ course_lib.core.check.show_solution(course_lib.topics.clip.ensemble_embeddings)
 #    its loss? Why would a data set of unique captions push $1/\tau$ up to the clamp instead (the paper's model reached it)?
 # 3. Our held-out templates are new *orders* of known words, and accuracy barely drops. Design a harder held-out test that the tokenizer still
 #    accepts. What would you expect, and why?
-# 4. A linear probe on the same features beats or matches zero-shot here. In the CLIP paper zero-shot CLIP matched a fully supervised ResNet-50
+# 4. A linear probe on the same features lands within a point of zero-shot here (C.1 prints both). In the CLIP paper zero-shot CLIP matched a fully supervised ResNet-50
 #    on ImageNet, yet linear probes on CLIP features were better still. What does the probe have that the prompt does not?
 # 5. Stable Diffusion conditions on the per-token hidden states, not the pooled embedding. What would be lost if a text-to-image model
 #    received only the pooled vector, given what the contrastive loss asks that vector to encode?

@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 27
+#         seconds: 29
 #       cpu:
 #         machine: 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert)
 #         measured: '2026-11-23'
@@ -37,7 +37,7 @@
 # fills in a missing rectangle of a digit (**inpainting**).
 #
 # **Goals.** After this chapter you can
-# - derive $\nabla_x \log p(x \mid y) = \nabla_x \log p(x) + \nabla_x \log p(y \mid x)$ and check it where every term is exact;
+# - derive $\nabla_x \log p(x \mid c) = \nabla_x \log p(x) + \nabla_x \log p(c \mid x)$ and check it where every term is exact;
 # - write classifier guidance in $\epsilon$ coordinates and say what distribution a guidance scale $\gamma \ne 1$ aims at;
 # - train a noise-conditional classifier and guide an unconditional MNIST model with it;
 # - train one U-Net with label dropout, write CFG in both conventions ($w$ and $s = 1 + w$) and convert between them;
@@ -48,9 +48,17 @@
 # its null label). `course_lib.topics.diffusion` and `course_lib.topics.unet` are used as they are: every guided model below is a
 # function $(x_t, t) \mapsto \epsilon$ that chapter 11's samplers accept unchanged.
 #
-# **Time.** A 90-minute session: 15 min Bayes on scores (A), 20 min classifier guidance on 2-D and MNIST (B, C),
-# 25 min classifier-free guidance, the widget and the trade-off (D, E, F), 15 min inpainting (G), 15 min discussion (I).
-# The exercises (H) take about 30 minutes at home.
+# **Notation.** As in chapter 00's table, the network's noise prediction is $\epsilon_\theta(x_t, t, c)$: $c$ is the condition,
+# here a class label (a digit 0-9), and $c = \varnothing$ (the null label) means unconditional. The guidance scale is
+# $s = 1 + w$ (both conventions in D.1).
+#
+# **Core path.** A, B, D, E, F and the summary, about 75 min: Bayes on scores, classifier guidance on the exact 2-D
+# mixture, classifier-free guidance, the guidance-scale widget and the measured trade-off. Deep dives a first reading can
+# skip (run their cells all the same: later sections use what they load): C (a noisy classifier guiding the MNIST model,
+# 15 min) and G (inpainting, 15 min).
+#
+# **Time.** Two sessions of about 75 minutes; the plan, what to pre-run and the answers to the discussion questions are
+# in [facilitator/12_guidance.md](facilitator/12_guidance.md). The exercises (H) take about 40 minutes at home.
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -58,7 +66,7 @@
 #
 # | profile | what trains and samples | measured |
 # |---|---|---|
-# | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 27 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 29 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert) |
 # | `gpu` | noisy classifier 3,000 steps; the CFG U-Net recipe that ships (1,400 steps, batch 64); sweep n = 1,000, 25 steps | not measured: no GPU where the course was timed; the shipped run took 884 s on 1 busy CPU thread |
 #
@@ -97,30 +105,56 @@ print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num
 
 # %% [markdown]
 # ---
+# ## See it work first
+#
+# The shipped class-conditional U-Net `cfg_mnist`, asked for two of each digit 0-9 (one column per digit) with
+# classifier-free guidance at scale $s = 3$, 15 DDIM steps, a few seconds on a CPU. A separate clean-digit classifier
+# (the one that scores every sample of this chapter) reads each sample, and the manifest gives the same model's
+# numbers on 500 samples. By the end of this chapter you will have derived and trained this: the guided noise
+# prediction, the label dropout that makes one network both conditional and unconditional, and the trade-off the
+# scale $s$ controls.
+
+# %%
+cfg_model = course_lib.zoo.load_shipped("cfg_mnist", DEVICE)  # the class-conditional U-Net of section D
+judge = shipped_classifier(DEVICE)  # a separate clean-digit classifier: it reads the digit each sample shows
+first_labels = torch.arange(20) % 10  # two of each digit, 0-9 in each row
+first_look = sample_cfg(cfg_model, first_labels, 3.0, schedule, steps=15, generator=torch.Generator().manual_seed(0))
+read_labels = classifier_outputs(first_look, judge)[1].argmax(1)  # (20,)
+fig, ax = plt.subplots(figsize=(9, 2.4))
+image_grid(first_look, nrow=2, ax=ax)
+ax.set_title("shipped cfg_mnist, guidance scale s = 3, DDIM-15: asked for 0-9 (columns), twice")
+plt.show()
+shipped_s3 = read_manifest()["cfg_mnist"]["metrics"]["s3"]
+print(f"the classifier reads the asked-for digit in {int((read_labels == first_labels).sum())} of these 20 samples; "
+      f"on 500 samples at s = 3 (DDIM-25, the manifest): label accuracy {shipped_s3['label_accuracy']:.3f}, "
+      f"FID {shipped_s3['fid']:.1f} (real-vs-real floor {shipped_s3['fid_floor']:.1f})")
+
+# %% [markdown]
+# ---
 # ## A. Bayes' rule on scores
 #
-# For a label $y$ and data $x$, Bayes' rule reads
+# For a class label $c$ (the condition of $\epsilon_\theta(x_t, t, c)$) and data $x$, Bayes' rule reads
 #
 # $$
-# p(x \mid y) = \frac{p(y \mid x)\, p(x)}{p(y)} .
+# p(x \mid c) = \frac{p(c \mid x)\, p(x)}{p(c)} .
 # $$
 #
-# Take the logarithm, $\log p(x \mid y) = \log p(y \mid x) + \log p(x) - \log p(y)$, and the gradient in $x$. The evidence
-# $p(y) = \int p(y \mid x) p(x)\, dx$ does not depend on $x$, so its gradient is zero:
+# Take the logarithm, $\log p(x \mid c) = \log p(c \mid x) + \log p(x) - \log p(c)$, and the gradient in $x$. The evidence
+# $p(c) = \int p(c \mid x) p(x)\, dx$ does not depend on $x$, so its gradient is zero:
 #
 # $$
-# \nabla_x \log p(x \mid y) = \nabla_x \log p(x) + \nabla_x \log p(y \mid x) .
+# \nabla_x \log p(x \mid c) = \nabla_x \log p(x) + \nabla_x \log p(c \mid x) .
 # $$
 #
 # The same holds at every noise level $t$ for the noisy marginals $p_t(x_t) = \int q(x_t \mid x_0) p(x_0)\, dx_0$ and
-# $p_t(x_t \mid y) = \int q(x_t \mid x_0) p(x_0 \mid y)\, dx_0$, with the **noisy** classifier $p_t(y \mid x_t) = p_t(x_t \mid y) p(y) / p_t(x_t)$:
-# the probability of label $y$ given a *noisy* $x_t$. That is the classifier guidance needs; a classifier of clean images
+# $p_t(x_t \mid c) = \int q(x_t \mid x_0) p(x_0 \mid c)\, dx_0$, with the **noisy** classifier $p_t(c \mid x_t) = p_t(x_t \mid c) p(c) / p_t(x_t)$:
+# the probability of label $c$ given a *noisy* $x_t$. That is the classifier guidance needs; a classifier of clean images
 # is a different function.
 #
 # On chapter 10's 2-D mixture every term is exact. Label the components: class 0 for the four big modes, class 1 for the
 # four small ones. The noised mixture $p_t$ is again a mixture (means times $\sqrt{\bar\alpha_t}$, variances
-# $\bar\alpha_t \sigma^2 + 1 - \bar\alpha_t$), $p_t(x \mid y)$ is the mixture of the class's components with renormalised weights, and
-# $p_t(y \mid x)$ is the sum of their responsibilities. We check the identity to $10^{-8}$, with the classifier's gradient
+# $\bar\alpha_t \sigma^2 + 1 - \bar\alpha_t$), $p_t(x \mid c)$ is the mixture of the class's components with renormalised weights, and
+# $p_t(c \mid x)$ is the sum of their responsibilities. We check the identity to $10^{-8}$, with the classifier's gradient
 # by autograd.
 
 # %%
@@ -136,24 +170,31 @@ for t in [0, 50, 200, 600]:
         left = class_mixture(p_t, component_classes, label).score(x_check)  # the conditional score, in closed form
         gap = (left - right).abs().max().item()
         assert gap < 1e-8, gap
-    print(f"t = {t:3d}: max |grad log p_t(x|y) - grad log p_t(x) - grad log p_t(y|x)| = {gap:.1e}")
+    print(f"t = {t:3d}: max |grad log p_t(x|c) - grad log p_t(x) - grad log p_t(c|x)| = {gap:.1e}")
 
 # %% [markdown]
 # ---
 # ## B. Classifier guidance, on the 2-D mixture
 #
-# A diffusion model predicts $\epsilon$, and chapter 11 showed $\nabla_x \log p_t(x_t) = -\epsilon(x_t, t) / \sqrt{1 - \bar\alpha_t}$.
+# A diffusion model predicts $\epsilon$, and chapter 11 showed $\nabla_x \log p_t(x_t) = -\epsilon_\theta(x_t, t) / \sqrt{1 - \bar\alpha_t}$
+# (an unconditional model; $\epsilon_\theta(x_t, t)$ is short for $\epsilon_\theta(x_t, t, \varnothing)$).
 # Multiply Bayes' rule by $-\sqrt{1 - \bar\alpha_t}$ and put a **guidance scale** $\gamma$ on the classifier's term:
 #
 # $$
-# \epsilon_\gamma(x_t, t) = \epsilon(x_t, t) - \gamma \sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log p_t(y \mid x_t) .
+# \epsilon_\gamma(x_t, t) = \epsilon_\theta(x_t, t) - \gamma \sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log p_t(c \mid x_t) .
 # $$
 #
 # $\gamma = 1$ is the conditional model exactly; $\gamma = 0$ ignores the label. For $\gamma \ne 1$ the guided score is
-# $\nabla \log p_t(x) + \gamma \nabla \log p_t(y \mid x) = \nabla \log \big(p_t(x)\, p_t(y \mid x)^\gamma\big)$: at every noise level the sampler
-# follows the score of $p_t(x) p_t(y \mid x)^\gamma$ (up to normalisation), which for $\gamma > 1$ favours points the classifier
-# is *sure* about.
-#
+# $\nabla \log p_t(x) + \gamma \nabla \log p_t(c \mid x) = \nabla \log \big(p_t(x)\, p_t(c \mid x)^\gamma\big)$: at every noise level the sampler
+# follows the score of $p_t(x) p_t(c \mid x)^\gamma$ (up to normalisation), which for $\gamma > 1$ favours points the classifier
+# is *sure* about. The picture: one unconditional network, one classifier of *noisy* inputs, and the gradient of the
+# classifier added to the network's $\epsilon$ at every step.
+
+# %%
+course_lib.topics.guidance.classifier_guidance_schematic()
+plt.show()
+
+# %% [markdown]
 # `course_lib.topics.guidance.ClassifierGuidance` wraps an $\epsilon$-model and a classifier into such a function; chapter 11's
 # `ddim_sample` runs it unchanged. First a check: with the exact mixture $\epsilon$ and the exact classifier, $\gamma = 1$
 # reproduces the $\epsilon$ of the class mixture.
@@ -177,8 +218,8 @@ for t in [20, 300, 900]:
 print("classifier guidance with gamma = 1 and the exact classifier == the exact conditional eps, to 1e-8")
 
 # %% [markdown]
-# The guided score fields at $t = 200$ (where $\bar\alpha_t = 0.66$: the modes have moved in to radius 3.2 and widened to
-# std 0.64), for four scales. At $\gamma = 0$ every mode attracts; at $\gamma = 1$ the big modes (class 0) stop attracting; for
+# The guided score fields at $t = 200$ (where $\bar\alpha_t = 0.659$: the modes have moved in to radius
+# $4 \sqrt{0.659} = 3.25$ and widened to std $\sqrt{0.659 \cdot 0.5^2 + 0.341} = 0.71$; the cell prints both), for four scales. At $\gamma = 0$ every mode attracts; at $\gamma = 1$ the big modes (class 0) stop attracting; for
 # larger $\gamma$ the arrows point *away* from class 0, and grow.
 
 # %%
@@ -190,6 +231,9 @@ fine_1d = torch.linspace(-5, 5, 120, dtype=torch.float64)
 fine = torch.stack(torch.meshgrid(fine_1d, fine_1d, indexing="xy"), -1).reshape(-1, 2)
 density = p_field.log_prob(fine).exp().reshape(120, 120)
 sigma_t = float(schedule.sqrt_one_minus_alpha_bars[t_field])
+print(f"t = {t_field}: alpha_bar = {float(schedule.alpha_bars[t_field]):.3f}, mode radius {p_field.means.norm(dim=1)[0]:.2f}, "
+      f"mode std {float(p_field.stds[0]):.2f}")
+assert abs(p_field.means.norm(dim=1)[0] - 3.25) < 0.01 and abs(float(p_field.stds[0]) - 0.71) < 0.01
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.9))
 for ax, gamma in zip(axes, [0.0, 1.0, 3.0, 10.0]):
     eps = ClassifierGuidance(exact_eps, exact_class_log_prob, schedule, gamma)(grid, torch.full((len(grid),), t_field))
@@ -234,21 +278,21 @@ plt.show()
 # $\gamma = 0$ gives the prior's 25% of small-mode points; $\gamma = 1$ puts them all on class 1, with the data's spread
 # (0.5); $\gamma = 3$ pulls them tighter than the data (fidelity bought with diversity). At $\gamma = 10$ something else
 # happens: the samples are pushed **outwards, off the data**, to a mean radius near 5 instead of 4. The classifier's
-# gradient keeps growing away from the class-0 modes, and nothing in $p_t(x)\, p_t(y \mid x)^{10}$ stops it: far out on the
+# gradient keeps growing away from the class-0 modes, and nothing in $p_t(x)\, p_t(c \mid x)^{10}$ stops it: far out on the
 # circle's outside the classifier is even surer. It is the 2-D picture of the over-saturated, over-sharpened images of
 # very large guidance scales. The 50- and 200-step runs agree (0.72 and 0.75), so it is not a discretisation error.
 #
-# > **Common confusion: "a guidance scale $\gamma$ samples $p(x \mid y)^\gamma$" or "$p(x)\,p(y \mid x)^\gamma$".** Guidance follows the score of
-# > $p_t(x)\, p_t(y \mid x)^\gamma$ *at every noise level separately*. Those tilted noisy densities are in general **not** the
+# > **Common confusion: "a guidance scale $\gamma$ samples $p(x \mid c)^\gamma$" or "$p(x)\,p(c \mid x)^\gamma$".** Guidance follows the score of
+# > $p_t(x)\, p_t(c \mid x)^\gamma$ *at every noise level separately*. Those tilted noisy densities are in general **not** the
 # > noised versions of one tilted clean density, so for $\gamma \ne 1$ the sampler draws from no distribution with a simple
 # > name; it is a heuristic that sharpens. Only $\gamma = 1$ (and $\gamma = 0$) target an exact distribution. And the classifier
-# > must be **noise-conditional**, $p_t(y \mid x_t)$: the gradient of a classifier trained on clean digits, evaluated on
+# > must be **noise-conditional**, $p_t(c \mid x_t)$: the gradient of a classifier trained on clean digits, evaluated on
 # > noisy $x_t$, is close to meaningless for large $t$.
 #
 # ---
-# ## C. Classifier guidance on MNIST
+# ## C. Classifier guidance on MNIST (optional deep dive)
 #
-# We train a small noise-conditional classifier $p_\phi(y \mid x_t, t)$: two convolutions whose channels are shifted by an
+# We train a small noise-conditional classifier $p_\phi(c \mid x_t, t)$: two convolutions whose channels are shifted by an
 # embedding of $t$ (as the U-Net's blocks are), trained by cross entropy on $x_t \sim q(x_t \mid x_0)$ with $t$ uniform on
 # $1..T$, the same draw as `ddpm_loss`. Then we guide chapter 11's **unconditional** shipped DDPM with it. Its accuracy
 # falls with $t$, as it must: at $t = 750$ little of the digit is left.
@@ -277,7 +321,6 @@ with torch.no_grad():
 
 # %%
 ddpm_model, ddpm_schedule, _ = load_ddpm_mnist(DEVICE)  # chapter 11's unconditional U-Net
-judge = shipped_classifier(DEVICE)  # the separate clean-digit classifier that scores every sample in this chapter
 targets = torch.arange(noisy_cfg.n_guided) % 10
 x_T_digits = torch.randn(noisy_cfg.n_guided, 1, 28, 28, generator=generator)
 guided_digits, guided_accuracy = {}, {}
@@ -305,31 +348,46 @@ plt.show()
 # ---
 # ## D. Classifier-free guidance
 #
+# One network $\epsilon_\theta(x_t, t, c)$, run twice at every sampling step: with the class $c$ and with the null class
+# $\varnothing$. The two predictions are mixed with the guidance scale $s = 1 + w$. It learns both during training
+# because the label is dropped (replaced by $\varnothing$) 20% of the time. D.1 derives the mixing line, D.2 builds it,
+# D.3 trains it.
+
+# %%
+course_lib.topics.guidance.cfg_schematic()
+plt.show()
+
+# %% [markdown]
 # ### D.1 The implicit classifier
 #
-# Bayes' rule again, solved for the classifier: $\nabla_x \log p_t(y \mid x) = \nabla_x \log p_t(x \mid y) - \nabla_x \log p_t(x)$. Both terms on
-# the right are scores, which one network can give: $\epsilon(x_t, t, y)$ for the conditional and $\epsilon(x_t, t, \varnothing)$
+# Bayes' rule again, solved for the classifier: $\nabla_x \log p_t(c \mid x) = \nabla_x \log p_t(x \mid c) - \nabla_x \log p_t(x)$. Both terms on
+# the right are scores, which one network can give: $\epsilon_\theta(x_t, t, c)$ for the conditional and $\epsilon_\theta(x_t, t, \varnothing)$
 # for the unconditional, where $\varnothing$ is a **null label** (in `course_lib.topics.unet.UNet`, label `num_classes` = 10). In
 # $\epsilon$ coordinates ($\nabla \log p_t = -\epsilon / \sqrt{1 - \bar\alpha_t}$):
 #
 # $$
-# \nabla_x \log p_t(y \mid x) = -\frac{\epsilon(x_t, t, y) - \epsilon(x_t, t, \varnothing)}{\sqrt{1 - \bar\alpha_t}} .
+# \nabla_x \log p_t(c \mid x) = -\frac{\epsilon_\theta(x_t, t, c) - \epsilon_\theta(x_t, t, \varnothing)}{\sqrt{1 - \bar\alpha_t}} .
 # $$
 #
 # Put this classifier into section B's guided $\epsilon$, applied to the unconditional model with scale $s$:
 #
 # $$
-# \tilde\epsilon = \epsilon(x_t, t, \varnothing) - s \sqrt{1 - \bar\alpha_t}\, \nabla_x \log p_t(y \mid x)
-# = \epsilon(x_t, t, \varnothing) + s \big(\epsilon(x_t, t, y) - \epsilon(x_t, t, \varnothing)\big) .
+# \tilde\epsilon = \epsilon_\theta(x_t, t, \varnothing) - s \sqrt{1 - \bar\alpha_t}\, \nabla_x \log p_t(c \mid x)
+# = \epsilon_\theta(x_t, t, \varnothing) + s \big(\epsilon_\theta(x_t, t, c) - \epsilon_\theta(x_t, t, \varnothing)\big) .
 # $$
 #
 # Ho & Salimans apply the classifier's term with weight $w$ on top of the **conditional** model instead:
 #
 # $$
-# \tilde\epsilon = \epsilon(x_t, t, y) + w \big(\epsilon(x_t, t, y) - \epsilon(x_t, t, \varnothing)\big) = (1 + w)\, \epsilon(x_t, t, y) - w\, \epsilon(x_t, t, \varnothing) .
+# \tilde\epsilon = \epsilon_\theta(x_t, t, c) + w \big(\epsilon_\theta(x_t, t, c) - \epsilon_\theta(x_t, t, \varnothing)\big) = (1 + w)\, \epsilon_\theta(x_t, t, c) - w\, \epsilon_\theta(x_t, t, \varnothing) .
 # $$
 #
-# The two are the same line through $\epsilon(\varnothing)$ and $\epsilon(y)$, with $s = 1 + w$:
+# The two are the same line through $\epsilon_\varnothing = \epsilon_\theta(x_t, t, \varnothing)$ and $\epsilon_c = \epsilon_\theta(x_t, t, c)$, with $s = 1 + w$:
+#
+# $$
+# \tilde\epsilon = (1 + w)\, \epsilon_c - w\, \epsilon_\varnothing = s\, \epsilon_c + (1 - s)\, \epsilon_\varnothing .
+# $$
+#
 #
 # | | unconditional | conditional | typical guided |
 # |---|---|---|---|
@@ -358,14 +416,14 @@ print("2-D mixture, exact eps: CFG at scale s == classifier guidance at gamma = 
 # %% [markdown]
 # > **Common confusion: which $w$?** Papers and code use one letter for two scales. Ho & Salimans' $w = 0$ is the plain
 # > conditional model; the $s$ of LDM and of diffusers' `guidance_scale` is $1 + w$, and there $s = 1$ is conditional and
-# > $s = 0$ unconditional. "Guidance 7.5" in diffusers is $w = 6.5$. A blog post that writes
-# > $(1 + w)\,\epsilon_\theta(z_\lambda, c) - w\,\epsilon_\theta(z_t)$ also mixes two inputs: both terms must see **the same** noisy $x_t$
-# > (the paper's $z_\lambda$ is $x_t$ in log-SNR time), as in our one batched forward pass.
+# > $s = 0$ unconditional. "Guidance 7.5" in diffusers is $w = 6.5$. A common slip writes
+# > $(1 + w)\,\epsilon_\theta(z_\lambda, c) - w\,\epsilon_\theta(z_t)$, two different inputs; in fact both terms must see **the same**
+# > noisy $x_t$ (Ho & Salimans' $z_\lambda$ is $x_t$ in log-SNR time), as in our one batched forward pass.
 #
 # ### D.2 The guided model, step by step
 #
 # Written out with two forward passes, then compared with the library's `ClassifierFreeGuidance`, which runs one pass on
-# the doubled batch $[x; x]$ with labels $[y; \varnothing]$ (the batching trick: the same numbers, one call).
+# the doubled batch $[x; x]$ with labels $[c; \varnothing]$ (the batching trick: the same numbers, one call).
 
 # %%
 def my_cfg_eps(model, x, t, labels, s):
@@ -376,7 +434,7 @@ def my_cfg_eps(model, x, t, labels, s):
     return eps_uncond + s * (eps_cond - eps_uncond)
 
 
-cfg_model = course_lib.zoo.load_shipped("cfg_mnist", DEVICE)  # the shipped class-conditional U-Net (section D.3 trains one)
+# cfg_model: the shipped class-conditional U-Net, loaded under "See it work first" (section D.3 trains one)
 x_t = torch.randn(8, 1, 28, 28, generator=generator).to(DEVICE)
 t_batch, labels = torch.full((8,), 400, device=DEVICE), torch.arange(8, device=DEVICE)
 with torch.no_grad():
@@ -391,8 +449,8 @@ print("my_cfg_eps (two passes) == ClassifierFreeGuidance (one doubled batch), s 
 # ### D.3 Training with label dropout
 #
 # Training is chapter 11's $L_\text{simple}$ with one change: each label is replaced by the null token with probability
-# $p_\text{uncond} = 0.2$ (Ho & Salimans used 0.1 and 0.2), so the same weights learn $\epsilon(x_t, t, y)$ and
-# $\epsilon(x_t, t, \varnothing)$. The label embedding is added to the time embedding in every residual block (chapter 11's U-Net).
+# $p_\text{uncond} = 0.2$ (Ho & Salimans used 0.1 and 0.2), so the same weights learn $\epsilon_\theta(x_t, t, c)$ and
+# $\epsilon_\theta(x_t, t, \varnothing)$. The label embedding is added to the time embedding in every residual block (chapter 11's U-Net).
 # First a check of the dropout rate on 100,000 labels, then training under the active profile (`ci`: a few steps only;
 # the figures below use the shipped weights).
 
@@ -487,7 +545,7 @@ plt.show()
 # ($s \approx 2$) improves both; beyond it, accuracy has nothing left to gain and FID triples.
 #
 # ---
-# ## G. Inpainting with an unconditional model
+# ## G. Inpainting with an unconditional model (optional deep dive)
 #
 # We know the pixels of a digit $x_0$ where a mask $m$ is 1 and want the rest. The forward process acts on each pixel
 # independently, $q(x_t \mid x_0) = \prod_i \mathcal{N}(\sqrt{\bar\alpha_t}\, x_{0,i}, 1 - \bar\alpha_t)$, so the known part of $x_t$ can be drawn
@@ -519,7 +577,7 @@ print("inpainting: nothing masked -> the original, exactly; known pixels untouch
 # (DDIM-25, $\eta = 1$) we measured, black vs inpainted, 0.49 vs 0.58 for the bottom half, 0.31 vs 0.36 for the central
 # 14 x 14 square, and 0.64 vs **0.61** for the top half. Plain replacement often draws a plausible digit that is not
 # *this* digit (a 7 completed into a 9): the known half steers the hole only through the noisy $x_t$ (see the
-# confusion box below). Under `ci`, $n = 20$ is too few to read more than the sign.
+# confusion box below). Under `ci`, $n = 20$ is too few to read even the sign: one or two digits either way is noise.
 
 # %%
 n_inpaint = per_profile(ci=dict(n=20), cpu=dict(n=200), gpu=dict(n=500)).n
@@ -573,7 +631,7 @@ course_lib.core.widgets.interactive_figure(
 # ---
 # ## H. Exercises
 #
-# **H.1** Write Ho & Salimans' guided noise $(1 + w)\,\epsilon_c - w\,\epsilon_u$.
+# **H.1** Write Ho & Salimans' guided noise $(1 + w)\,\epsilon_c - w\,\epsilon_\varnothing$, with $\epsilon_c = \epsilon_\theta(x_t, t, c)$ and $\epsilon_\varnothing = \epsilon_\theta(x_t, t, \varnothing)$.
 
 # %% tags=["exercise"]
 def my_guided_eps_ho_salimans(eps_cond, eps_uncond, w):
@@ -611,7 +669,7 @@ course_lib.core.check.check_function(
 course_lib.core.check.show_solution(drop_labels)
 
 # %% [markdown]
-# **H.3** The exact noisy classifier of a mixture: $\log p(y \mid x) = \log \sum_{k \in y} \pi_k \mathcal{N}(x; \mu_k, \sigma_k^2 I) - \log \sum_k \pi_k \mathcal{N}(x; \mu_k, \sigma_k^2 I)$,
+# **H.3** The exact noisy classifier of a mixture: $\log p(c \mid x) = \log \sum_{k \in c} \pi_k \mathcal{N}(x; \mu_k, \sigma_k^2 I) - \log \sum_k \pi_k \mathcal{N}(x; \mu_k, \sigma_k^2 I)$,
 # for 2-D isotropic components (`mixture.means` (K, 2), `mixture.stds` (K,), `mixture.weights` (K,)). Work in log space
 # (`torch.logsumexp`); the constants common to all components cancel.
 
@@ -637,11 +695,72 @@ course_lib.core.check.show_solution(class_log_prob)
 # (`ClassifierFreeGuidance(cfg_model, labels, 3.0)` is an $\epsilon$-model). Hide the bottom half of a 7 and ask for a 9. Where does
 # the result break, and why does replacement without resampling make it worse?
 #
+# **H.5** *Derive, then check.* Section D.1 showed that CFG at scale $s$ is classifier guidance with $\gamma = s$. Which
+# density does it follow? With exact $\epsilon_\theta$'s, $\epsilon_\theta(x_t, t, \cdot) = -\sqrt{1 - \bar\alpha_t}\, \nabla_x \log p_t(x \mid \cdot)$;
+# put that into $\tilde\epsilon = s\, \epsilon_c + (1 - s)\, \epsilon_\varnothing$ and write the guided score
+# $-\tilde\epsilon / \sqrt{1 - \bar\alpha_t}$ as the gradient of one log-density. On paper first; then code it as
+# `my_guided_log_density(p_t, p_t_given_c, x, s)`, the log of that density up to a constant, shape (N,), for the 2-D
+# mixtures of section A (`p_t.log_prob(x)` is $\log p_t(x)$). The check takes its gradient by autograd and compares it
+# with the score of the library's CFG on the exact $\epsilon$'s, at several $t$ and $s$. Then compare your answer with
+# section B's $p_t(x)\, p_t(c \mid x)^\gamma$.
+
+# %% tags=["exercise"]
+def my_guided_log_density(p_t, p_t_given_c, x, s):
+    """log p_t(x)^(1 - s) p_t(x | c)^s, up to a constant: (N, 2) -> (N,)."""
+    return (1 - s) * p_t.log_prob(x) + s * p_t_given_c.log_prob(x)
+
+
+# %%
+def autograd_score(log_density, t, s, x):
+    """grad_x log_density at the noised mixtures of level t, by autograd: (N, 2)."""
+    p_t = noised_mixture(mixture, schedule, t)
+    p_t_given_c = noised_mixture(class_mixture(mixture, component_classes, label_2d), schedule, t)
+    x = x.clone().requires_grad_(True)
+    return torch.autograd.grad(log_density(p_t, p_t_given_c, x, s).sum(), x)[0]
+
+
+def cfg_score(t, s, x):
+    """-eps_tilde / sqrt(1 - alpha_bar_t) for CFG at scale s with the exact eps's of section B: (N, 2)."""
+    t_batch = torch.full((len(x),), t)
+    eps_tilde = guided_eps(conditional_eps(x, t_batch), exact_eps(x, t_batch), s)
+    return -eps_tilde / float(schedule.sqrt_one_minus_alpha_bars[t])
+
+
+score_inputs = [(t, s, torch.randn(50, 2, dtype=torch.float64, generator=generator) * 3)
+                for t, s in [(20, 1.0), (200, 3.0), (500, 0.0), (800, 7.5)]]
+course_lib.core.check.check_function(lambda t, s, x: autograd_score(my_guided_log_density, t, s, x), cfg_score,
+                                     score_inputs, name="the score of my_guided_log_density", atol=1e-8)
+
+# %%
+course_lib.core.check.show_solution(course_lib.topics.guidance.guided_log_density)
+
+# %% [markdown]
+# ---
+# ## Summary
+#
+# | key equation | derived in | checked by |
+# |---|---|---|
+# | $\nabla_x \log p_t(x \mid c) = \nabla_x \log p_t(x) + \nabla_x \log p_t(c \mid x)$ | A | the exact 2-D mixture, to $10^{-8}$, in A |
+# | $\epsilon_\gamma = \epsilon_\theta(x_t, t) - \gamma \sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log p_t(c \mid x_t)$ | B | $\gamma = 1$ gives the exact conditional $\epsilon$, in B |
+# | $\tilde\epsilon = (1 + w)\, \epsilon_c - w\, \epsilon_\varnothing = s\, \epsilon_c + (1 - s)\, \epsilon_\varnothing$, $s = 1 + w$ | D.1 | the two conventions and CFG = classifier guidance with $\gamma = s$, in D.1; two passes = one doubled batch, in D.2 |
+# | label dropout: $c \to \varnothing$ with probability $p_\text{uncond} = 0.2$ | D.3 | the rate on 100,000 labels, in D.3 |
+# | CFG follows $\nabla_x \log p_t(x)^{1 - s}\, p_t(x \mid c)^s$ | H | the autograd check of exercise 5 in H |
+#
+# **Three things to remember.**
+#
+# 1. Guidance changes the sampler, not the network: Bayes' rule adds a classifier's gradient to the score, and in
+#    $\epsilon$ coordinates that gradient is multiplied by $-\sqrt{1 - \bar\alpha_t}$.
+# 2. Classifier-free guidance is one network run twice, with $c$ and with $\varnothing$, mixed as
+#    $s\, \epsilon_c + (1 - s)\, \epsilon_\varnothing$; label dropout in training is what makes the $\varnothing$ pass possible.
+#    Say which convention you use: $s = 1$ and $w = 0$ are both plain conditional sampling.
+# 3. A scale above 1 targets no exact distribution: it buys label fidelity with diversity. Label accuracy saturates
+#    while FID is best at a moderate scale ($s \approx 2$ for the shipped model) and then climbs.
+#
 # ---
 # ## I. Discussion questions
 #
-# 1. Section B showed that for $\gamma \ne 1$ the sampler follows $p_t(x)\, p_t(y \mid x)^\gamma$ at each $t$. Why is that not the same
-#    as sampling the clean tilted density $p(x)\, p(y \mid x)^\gamma$? Which of the two would you *want*, and can any sampler reach it?
+# 1. Section B showed that for $\gamma \ne 1$ the sampler follows $p_t(x)\, p_t(c \mid x)^\gamma$ at each $t$. Why is that not the same
+#    as sampling the clean tilted density $p(x)\, p(c \mid x)^\gamma$? Which of the two would you *want*, and can any sampler reach it?
 # 2. CFG needs no classifier, yet section D.1 says it *is* classifier guidance. With which classifier? What does that
 #    classifier learn that an ordinary digit classifier does not, and why might it give better gradients than a separately
 #    trained noisy classifier?

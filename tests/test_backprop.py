@@ -177,3 +177,21 @@ def test_relative_error():
     assert relative_error(torch.tensor([1.0]), torch.tensor([-1.0])) == pytest.approx(2.0)
     assert isinstance(relative_error(a, a.double()), float)
     assert relative_error(torch.tensor([1.0, 1e-9]), torch.tensor([1.0, 2e-9])) < 1e-8  # relative to the largest
+
+
+def test_schematic_draws_the_forward_and_backward_equations():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+    from course_lib.topics.backprop import schematic
+
+    fig = schematic()
+    try:
+        text = text_of(fig)
+        for part in ("z_1 = x W_1", "\\max(z_1, 0)", "z_2 = h W_2", "\\delta_2", "\\delta_1", "\\mathbf{1}[z_1 > 0]"):
+            assert part in text, part
+        fig.canvas.draw()
+    finally:
+        plt.close(fig)

@@ -301,3 +301,15 @@ def test_clip_recipe_records_a_model_config_that_rebuilds(monkeypatch):
     assert recipe["model"] == model.config and recipe["held_out_templates"] == list(C.HELD_OUT_TEMPLATES)
     twin = zoo.MODELS["clip_mnist"].build({"recipe": recipe})  # what load_shipped does with the manifest entry
     twin.load_state_dict(model.state_dict())
+
+
+def test_schematic_names_both_towers_and_both_cross_entropies():
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = C.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    for part in ("image encoder", "text encoder", "CE over each row", "CE over each column", "logit_scale"):
+        assert part in words, part

@@ -388,3 +388,22 @@ def test_bench_reports_the_shipped_cnn(monkeypatch):
     result = measure("cnn_fashion")
     assert result.metric == "Fashion-MNIST test accuracy (10k)" and result.value >= 0.9
     assert result.references["bar"] == 0.91 and result.references["human labellers"] == 0.835
+
+
+def test_schematic_shows_the_shapes_and_receptive_fields_of_small_cnn():
+    """The numbers drawn in the picture are those the code computes: each stage's output shape and its r and j."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = C.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    model = C.SmallCNN()
+    _, maps = model.eval().forward_with_activations(torch.zeros(1, 1, 28, 28))
+    for name, a in maps.items():
+        assert " × ".join(str(n) for n in a.shape[1:]) in words, name
+    for field in C.receptive_field(C.layer_specs(model)):
+        assert f"r = {field.r}, j = {field.j}" in words, field

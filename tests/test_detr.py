@@ -187,3 +187,15 @@ def test_set_loss_needs_one_target_per_image():
     targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}] * 2
     with pytest.raises(ValueError, match="2 target dicts for a batch of 3 images"):
         D.set_loss(logits, boxes, targets, num_classes=3)
+
+
+def test_schematic_names_the_queries_the_matching_and_the_set_loss():
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = D.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    for part in ("CNN backbone", "encoder", "decoder", "object queries", "Hungarian matching", "set loss"):
+        assert part in words, part

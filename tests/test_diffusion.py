@@ -364,3 +364,28 @@ def test_samplers_refuse_an_x_T_of_another_shape():
         diffusion.ddpm_sample(model, (8, 2), schedule, x_T=torch.randn(8, 3), show_progress=False)
     with pytest.raises(ValueError, match="not a device name"):
         ddim_sample(model, (8, 2), schedule, steps=5, device="gpu", show_progress=False)
+
+
+# ------------------------------------------------------------------------------------------ the picture
+
+def test_schematic_draws_both_chains_and_the_jump():
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = diffusion.schematic()
+    try:
+        words = text_of(fig)
+        for part in ("$x_0$", "$x_T$", "q(x_t \\mid x_{t-1})", "p_\\theta(x_{t-1} \\mid x_t)", "q(x_t \\mid x_0)",
+                     "\\epsilon_\\theta(x_t, t)"):
+            assert part in words, f"the diffusion schematic does not name {part}"
+        fig.canvas.draw()  # mathtext errors surface here
+    finally:
+        plt.close(fig)
+
+
+def test_eta_one_gives_the_posterior_variance(schedule):
+    """Chapter 11, F.1: sigma_t^2 with eta = 1 and t' = t - 1 is beta_tilde_t = (1 - ab_{t-1}) / (1 - ab_t) beta_t."""
+    sigma2 = torch.tensor([ddim_sigma(schedule, t, t - 1, eta=1.0) ** 2 for t in range(1, schedule.T + 1)],
+                          dtype=torch.float64)
+    assert torch.allclose(sigma2, schedule.posterior_variances()[1:], rtol=1e-10, atol=0)

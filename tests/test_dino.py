@@ -272,3 +272,17 @@ def test_make_shapes_striped_background_is_additive():
     assert striped["images"].min() >= 0 and striped["images"].max() <= 1
     with pytest.raises(ValueError, match="background"):
         make_shapes(2, background="plaid")
+
+
+def test_schematic_names_the_parts_of_the_method():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = D.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    for part in ("student", "teacher", "EMA", "stop-gradient", "centre", "multi-crop", "H(P_t, P_s)"):
+        assert part in words, part

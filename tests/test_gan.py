@@ -279,3 +279,23 @@ def test_train_dcgan_keeps_an_ema_generator_when_asked():
     for p_ema, p_start, p in zip(history.ema_generator.parameters(), start, g.parameters()):
         assert torch.allclose(p_ema, 0.1 * p_start + 0.9 * p, atol=1e-6)  # one update: warm-up rate min(0.5, 1/10)
     assert G.train_dcgan(g, d, x, steps=1, batch_size=16, show_progress=False).ema_generator is None
+
+
+# ---------------------------------------------------------------------------------- the pictures
+
+def test_schematics_name_the_players_and_the_drag_loop():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    for draw, parts in [(G.schematic, ("generator", "discriminator", "minimises", "maximises", "noise")),
+                        (DG.schematic, ("motion supervision", "point tracking", "handles", "targets", "Adam step"))]:
+        fig = draw()
+        try:
+            words = text_of(fig)
+            for part in parts:
+                assert part in words, f"{draw.__module__}.schematic() does not name {part!r}"
+        finally:
+            plt.close(fig)

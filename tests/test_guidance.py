@@ -115,7 +115,8 @@ def test_cfg_wrapper_batched_equals_two_passes_and_scale_1_is_conditional():
 
 def test_the_chapters_step_by_step_cfg_is_the_library_one():
     source = (Path(__file__).resolve().parents[1] / "chapters" / "12_guidance.py").read_text()
-    cell = source[source.index("def my_cfg_eps("):source.index("cfg_model = course_lib.zoo.load_shipped")]
+    start = source.index("def my_cfg_eps(")
+    cell = source[start:source.index("\n# cfg_model: the shipped", start)]
     namespace = {"torch": torch}
     exec(cell, namespace)  # the chapter's two-pass CFG
     model = tiny_cfg_unet()
@@ -195,3 +196,34 @@ def test_bench_shows_cfg_reaches_95_percent_label_accuracy():
     assert "n=30" in result.metric and result.value >= 0.95, result
     assert result.value == max(result.references["label accuracy"])
     assert result.references["best s"] in result.references["s"]
+
+
+def test_cfg_with_exact_eps_follows_the_score_of_the_tilted_density():
+    """CFG at scale s on exact eps's is the score of p_t(x)^(1 - s) p_t(x | c)^s (chapter 12, H.5)."""
+    mixture = toy_mixture()
+    eps_u, eps_c = G.MixtureEps(mixture, SCHEDULE), G.MixtureEps(G.class_mixture(mixture, CLASSES, 1), SCHEDULE)
+    x = torch.randn(60, 2, dtype=torch.float64, generator=gen()) * 3
+    for t, s in [(30, 0.0), (300, 1.0), (700, 4.0)]:
+        p_t = G.noised_mixture(mixture, SCHEDULE, t)
+        p_c = G.noised_mixture(G.class_mixture(mixture, CLASSES, 1), SCHEDULE, t)
+        xg = x.clone().requires_grad_(True)
+        score = torch.autograd.grad(G.guided_log_density(p_t, p_c, xg, s).sum(), xg)[0]
+        tb = torch.full((60,), t)
+        expected = -G.guided_eps(eps_c(x, tb), eps_u(x, tb), s) / float(SCHEDULE.sqrt_one_minus_alpha_bars[t])
+        assert torch.allclose(score, expected, atol=1e-8)
+
+
+def test_guidance_schematics_name_their_parts():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    for draw, words in [(G.cfg_schematic, ["varnothing", "s = 1 + w", "probability 0.2"]),
+                        (G.classifier_guidance_schematic, ["noisy classifier", "gamma"])]:
+        fig = draw()
+        text = text_of(fig)
+        plt.close(fig)
+        assert all(word in text for word in words), (draw.__name__, text)

@@ -5,7 +5,7 @@ import torch
 from course_lib.topics.diffusion import NoiseSchedule
 from course_lib.topics.ldm import (KLAutoencoder, LatentUNet, autoencoder_loss, autoencoder_terms, balanced_labels,
                                    decode_latents, drop_labels, encode_latents, evaluate_autoencoder, latent_ddpm_loss,
-                                   sample_latent_diffusion, scale_factor_from, set_scale_factor)
+                                   latent_trajectory, sample_latent_diffusion, scale_factor_from, set_scale_factor)
 from course_lib.topics.vae import gaussian_kl
 
 
@@ -101,3 +101,34 @@ def test_shipped_autoencoder_has_its_scale_factor():
         pytest.skip("ldm_autoencoder not shipped yet")
     model = load_shipped("ldm_autoencoder")
     assert float(model.scale_factor) == pytest.approx(entry["metrics"]["scale_factor"], rel=1e-3)
+
+
+def test_latent_trajectory_ends_at_the_samples_and_keeps_every_step(autoencoder):
+    torch.manual_seed(1)
+    model = LatentUNet(widths=(16, 32), emb_dim=32, num_classes=10).eval()
+    for p in model.parameters():  # the zero-initialised output layer would make every eps 0
+        p.data += 0.05 * torch.randn_like(p)
+    schedule = NoiseSchedule.linear(100)
+    for scale in (1.0, 3.0):
+        frames = latent_trajectory(model, autoencoder, balanced_labels(4), schedule, steps=5, guidance_scale=scale,
+                                   generator=torch.Generator().manual_seed(0))
+        samples = sample_latent_diffusion(model, autoencoder, balanced_labels(4), schedule, steps=5,
+                                          guidance_scale=scale, generator=torch.Generator().manual_seed(0))
+        assert [t for t, _, _ in frames] == [100, 75, 50, 26, 1, 0]
+        assert all(zt.shape == z0.shape == (4, 1, 28, 28) for _, zt, z0 in frames)
+        torch.testing.assert_close(frames[-1][1], samples)
+
+
+def test_ldm_schematic_names_its_parts():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+    from course_lib.topics.ldm import schematic
+
+    fig = schematic()
+    text = text_of(fig)
+    plt.close(fig)
+    assert "encoder" in text and "decoder" in text and "kappa" in text

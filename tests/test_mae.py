@@ -129,3 +129,18 @@ def test_evaluate_and_the_recipe_under_ci():
     model, history, metrics = M.train_mae(small, seed=0, show_progress=False)
     assert len(history.losses) == 3 and all(math.isfinite(v) for v in history.losses)
     assert set(metrics) >= {"test_masked_mse", "test_mean_fill_mse"}
+
+
+def test_schematic_counts_match_the_masking():
+    """The picture's "12 of 49" visible patches is what random_masking keeps at 75% on a 7 x 7 grid."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = M.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    ids_keep, _, mask = M.random_masking(2, 49, 0.75, torch.Generator().manual_seed(0))
+    assert f"{ids_keep.shape[1]} of {mask.shape[1]}" in words and "49 patches of 4 × 4" in words

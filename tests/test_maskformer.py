@@ -65,3 +65,15 @@ def test_empty_mask_gives_nan_without_the_fix_and_attends_everywhere_with_it():
     assert torch.isnan(broken[0, 1]).all() and not torch.isnan(broken[0, 0]).any()
     fixed, w = M.masked_attention(q, k, v, mask_logits)
     assert not torch.isnan(fixed).any() and (w[0, 1] > 0).all()
+
+
+def test_schematic_names_the_mask_embeddings_and_the_dot_product():
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = M.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    for part in ("per-pixel embeddings", "mask embeddings", "dot product", "class head", "dice"):
+        assert part in words, part

@@ -264,3 +264,20 @@ def test_ncsn_recipe_runs(monkeypatch):
     assert len(history.losses) == 40 and recipe["model"] == model.config and recipe["steps"] == 40
     assert {"energy_distance", "mode_weight_tv", "score_rel_error_sigma_8"} <= set(metrics)
     assert zoo.MODELS["ncsn_2d"].build({"recipe": recipe}).config == model.config
+
+
+def test_schematic_names_the_levels_the_network_and_the_update():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+    from course_lib.topics.score import schematic
+
+    fig = schematic()
+    try:
+        words = text_of(fig)
+        for part in ("noise levels", "score network", "Langevin update", "DSM loss", "uniform", "samples"):
+            assert part in words, f"score.schematic() does not name {part!r}"
+    finally:
+        plt.close(fig)

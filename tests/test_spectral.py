@@ -361,3 +361,39 @@ def test_tokencut_runs_at_every_quantile(q):
         w = S.feature_affinity(features, tau)
         assert np.array_equal(w, w.T)
         assert D.tokencut_mask(features, tau).shape == (64,)
+
+
+def test_pca_top_k_subspace_beats_random_subspaces():
+    """Ky Fan (chapter 02, A.5): tr(Q^T S Q) <= lambda_1 + ... + lambda_k for every orthonormal Q (d, k)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 12, generator=g, dtype=torch.float64) * torch.linspace(3, 0.1, 12, dtype=torch.float64)
+    k = 3
+    fitted = S.pca(x)
+    centred = x - fitted.mean
+    covariance = centred.T @ centred / len(x)
+    best = fitted.variances[:k].sum()
+    near = fitted.components[:, :k] + 0.05 * torch.randn(300, 12, k, generator=g, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.cat([torch.randn(300, 12, k, generator=g, dtype=torch.float64), near]))
+    captured = (q * (covariance @ q)).sum(dim=(1, 2))
+    assert captured.max() <= best + 1e-12
+    top_error = ((x - S.pca_reconstruct(x, fitted, k)) ** 2).sum(1).mean()
+    random_errors = ((centred[None] - centred[None] @ q @ q.transpose(1, 2)) ** 2).sum(2).mean(1)
+    assert random_errors.min() >= top_error - 1e-12
+
+
+def test_schematics_name_their_parts():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    for draw, parts in ((S.pca_schematic, ("centre", "covariance", "eigenvectors", "\\sum_{i > k}")),
+                        (S.ncut_schematic, ("affinity graph", "(D - W)", "threshold", "two segments"))):
+        fig = draw()
+        try:
+            text = text_of(fig)
+            assert all(part in text for part in parts), (draw.__name__, text)
+            fig.canvas.draw()
+        finally:
+            plt.close(fig)

@@ -114,3 +114,21 @@ def test_architecture_is_unchanged():
     assert UNet().config["widths"] == (32, 64, 128)
     assert sum(p.numel() for p in UNet().parameters()) == 2_219_809
     assert sum(p.numel() for p in UNet(widths=(16, 32, 64)).parameters()) == 627_217
+
+
+def test_schematic_names_the_paths_the_skips_and_the_time_embedding():
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+    from course_lib.topics.unet import schematic
+
+    fig = schematic()
+    try:
+        words = text_of(fig)
+        for part in ("skip: concatenate channels", "sinusoidal", "MLP", "+emb", "attention", "7x7", "28x28"):
+            assert part in words, f"the U-Net schematic does not name {part!r}"
+        tags = [t for ax in fig.axes for t in ax.texts if t.get_text() == "+emb"]
+        assert len(tags) == 7  # every residual stage: three down, three up, the middle
+        fig.canvas.draw()
+    finally:
+        plt.close(fig)

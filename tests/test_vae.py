@@ -65,6 +65,17 @@ def test_gaussian_kl_is_zero_at_the_prior_and_positive_elsewhere():
     assert kl.shape == (100,) and (kl > 0).all()
 
 
+def test_diagonal_gaussian_kl_matches_torch_distributions_and_reduces_to_the_prior_case():
+    mu_q, logvar_q, mu_p, logvar_p = (torch.randn(5, 7, generator=gen(s), dtype=torch.float64) for s in range(4))
+    expected = kl_divergence(Normal(mu_q, torch.exp(0.5 * logvar_q)), Normal(mu_p, torch.exp(0.5 * logvar_p))).sum(1)
+    assert torch.allclose(V.diagonal_gaussian_kl(mu_q, logvar_q, mu_p, logvar_p), expected, atol=1e-12)
+    zeros = torch.zeros_like(mu_q)
+    assert torch.allclose(V.diagonal_gaussian_kl(mu_q, logvar_q, zeros, zeros), V.gaussian_kl(mu_q, logvar_q))
+    assert torch.allclose(V.diagonal_gaussian_kl(mu_q, logvar_q, mu_q, logvar_q), torch.zeros(5, dtype=torch.float64))
+    with pytest.raises(ValueError):
+        V.diagonal_gaussian_kl(mu_q, logvar_q, mu_p[:, :3], logvar_p[:, :3])
+
+
 def test_log_normal_matches_torch_distributions():
     z, mu, logvar = (torch.randn(6, 4, generator=gen(s), dtype=torch.float64) for s in range(3))
     expected = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(-1)
@@ -217,6 +228,45 @@ def test_iwae_log_weights_shape_and_evaluate_iwae():
     assert V.evaluate_iwae(model, x, k=4, batch_size=4) == V.evaluate_iwae(model, x, k=4, batch_size=4)
     with pytest.raises(ValueError):
         V.evaluate_iwae(model, x, k=0)
+
+
+def test_log_importance_weight_is_log_joint_minus_log_q_and_averages_to_the_elbo():
+    model = tiny_model()
+    x = V.binarized_mnist("test", n=2)
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        z = V.reparameterize(mu, logvar, generator=gen())
+        logits = model.decode(z)
+        log_w = V.log_importance_weight(logits, x, z, mu, logvar)
+        expected = (V.bernoulli_log_likelihood(logits, x) + Normal(0.0, 1.0).log_prob(z).sum(1)
+                    - Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(1))
+        assert log_w.shape == (2,) and torch.allclose(log_w, expected, atol=1e-4)
+        # L^A and L^B are both unbiased for the ELBO: their means over many z agree
+        n = 2000
+        mu_n, logvar_n, x_n = mu[:1].expand(n, -1), logvar[:1].expand(n, -1), x[:1].expand(n, -1, -1, -1)
+        z_n = V.reparameterize(mu_n, logvar_n, generator=gen(1))
+        logits_n = model.decode(z_n)
+        estimate_a = V.log_importance_weight(logits_n, x_n, z_n, mu_n, logvar_n)
+        estimate_b = -V.negative_elbo(logits_n, x_n, mu_n, logvar_n)
+        se = ((estimate_a.var() + estimate_b.var()) / n).sqrt()
+        assert (estimate_a.mean() - estimate_b.mean()).abs() < 5 * se + 1e-3
+
+
+def test_schematic_names_the_parts():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = V.schematic()
+    try:
+        words = text_of(fig)
+        for part in ("encoder", "decoder", "noise", "KL", "ELBO", "reconstruction"):
+            assert part in words
+        fig.canvas.draw()
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------- looking at it

@@ -258,26 +258,45 @@ def test_attention_explorer_draws_and_redraws():
     box = attention_explorer(x, attentions, patch_size=4)
     assert isinstance(box, widgets.VBox) and isinstance(box.figure, Figure)
     assert len(box.figure.axes) >= 3  # image, overlay, weights (+ colour bar)
-    image, layer, head, query, view, temperature = box.children[0].children
-    assert head.options[0] == ("mean", "mean") and head.value == "mean" and len(head.options) == 5 and query.max == 49
+    image, layer, head, token, row, column, view, temperature = box.children[0].children
+    assert head.options[0] == ("mean", "mean") and head.value == "mean" and len(head.options) == 5
+    assert token.options == ("[CLS]", "patch") and token.value == "[CLS]" and row.max == column.max == 6
+    assert row.disabled and column.disabled  # the query is [CLS]: no patch to pick
     mean_title = box.figure.axes[1].get_title()
     head.value = 1
     assert box.figure.axes[1].get_title() != mean_title  # one head, not the mean over heads
     head.value = "mean"
     assert box.figure.axes[1].get_title() == mean_title
+    token.value = "patch"
+    assert not row.disabled and not column.disabled
+    row.value, column.value = 2, 5
+    assert "patch (row 2, col 5) = token 20" in box.figure.axes[0].get_title()  # 1 + 2 * 7 + 5
     view.value = "rollout"
-    query.value = 20
     temperature.value = 3.0
     head.value = 2
     image.value = 2
     assert "rollout" in box.figure.axes[1].get_title()
 
 
+def test_attention_explorer_shows_the_row_of_the_chosen_patch():
+    """The overlay and the weights panel show row ``1 + 7 r + c`` of the chosen layer's (head-averaged) map."""
+    attentions = [torch.softmax(torch.randn(2, 4, 50, 50, generator=gen(i)), -1) for i in range(2)]
+    box = attention_explorer(torch.rand(2, 1, 28, 28, generator=gen()), attentions, patch_size=4, query=1 + 3 * 7 + 4,
+                             layer=1)
+    image, layer, head, token, row, column, view, temperature = box.children[0].children
+    assert (token.value, row.value, column.value) == ("patch", 3, 4)
+    shown = box.figure.axes[2].images[0].get_array()
+    assert torch.allclose(torch.as_tensor(shown.data), attentions[1][0].mean(0)[1 + 3 * 7 + 4, 1:].reshape(7, 7))
+    with pytest.raises(ValueError, match="query"):
+        attention_explorer(torch.rand(2, 1, 28, 28), attentions, patch_size=4, query=50)
+
+
 def test_attention_explorer_without_a_prefix_token():
     x = torch.rand(2, 1, 8, 8, generator=gen())
     attentions = [torch.softmax(torch.randn(2, 2, 4, 4, generator=gen(i)), -1) for i in range(2)]
     box = attention_explorer(x, attentions, patch_size=4, prefix_tokens=0)
-    assert box.children[0].children[3].max == 3
+    token, row, column = box.children[0].children[3:6]
+    assert token.options == ("patch",) and token.disabled and row.max == column.max == 1
     assert "patch (row 0, col 0)" in box.figure.axes[0].get_title()
 
 
@@ -406,3 +425,46 @@ def test_vit_mnist_settings_have_what_chapter_04_reads():
             assert hasattr(cfg, field), f"zoo.settings('vit_mnist', {name!r}) lacks {field}"
         model = V.ViT(**cfg.model)
         assert model.grid**2 * model.patch_size**2 == 28 * 28
+
+
+# ---------------------------------------------------------------------------------- schematics
+
+SCHEMATICS = [V.schematic, V.attention_schematic, C.schematic]
+
+
+def _boxes(fig):
+    """(x0, y0, x1, y1) of every filled box a schematic drew, in canvas units."""
+    from matplotlib.patches import FancyBboxPatch
+
+    return [(p.get_x(), p.get_y(), p.get_x() + p.get_width(), p.get_y() + p.get_height())
+            for p in fig.axes[0].patches if isinstance(p, FancyBboxPatch) and p.get_fill() and p.get_facecolor()[3] > 0]
+
+
+@pytest.mark.parametrize("draw", SCHEMATICS, ids=lambda f: f"{f.__module__.rsplit('.', 1)[1]}.{f.__name__}")
+def test_schematic_boxes_and_texts_do_not_overlap(draw):
+    """Chapter 04's schematics: no two boxes overlap, no two texts overlap, and every box's text fits inside it."""
+    import matplotlib.pyplot as plt
+
+    fig = draw()
+    try:
+        fig.canvas.draw()
+        boxes = _boxes(fig)
+        assert len(boxes) >= 8
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], f"boxes {a} and {b} overlap"
+        renderer = fig.canvas.get_renderer()
+        texts = [t for t in fig.axes[0].texts if t.get_text().strip()]
+        extents = [t.get_window_extent(renderer) for t in texts]
+        for i, a in enumerate(extents):
+            for j in range(i + 1, len(extents)):
+                assert not a.overlaps(extents[j]), f"texts {texts[i].get_text()!r} and {texts[j].get_text()!r} overlap"
+        to_data = fig.axes[0].transData.inverted()
+        for text, extent in zip(texts, extents):
+            (x0, y0), (x1, y1) = to_data.transform([(extent.x0, extent.y0), (extent.x1, extent.y1)])
+            x, y = text.get_position()
+            for bx0, by0, bx1, by1 in boxes:
+                if bx0 < x < bx1 and by0 < y < by1:  # a box's own label
+                    assert bx0 <= x0 and x1 <= bx1 and by0 <= y0 and y1 <= by1, f"{text.get_text()!r} spills out of its box"
+    finally:
+        plt.close(fig)

@@ -88,3 +88,15 @@ def test_negative_predicted_sizes_are_empty_boxes_not_inverted_ones():
                               48, grid=4)
     assert torch.isfinite(Y.yolo_loss(pred, target))
     Y.decode(pred, 48, score_threshold=-10.0)
+
+
+def test_schematic_names_the_grid_the_boxes_and_the_loss():
+    import matplotlib.pyplot as plt
+
+    from course_lib.core.diagram import text_of
+
+    fig = Y.schematic()
+    words = text_of(fig)
+    plt.close(fig)
+    for part in ("S x S x (5B + C)", "box 1", "box 2", "NMS", "YOLO loss", "responsible"):
+        assert part in words, part

@@ -62,7 +62,7 @@ def mlp_loss(model: MLP, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tens
 
 def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, eps: float = 1e-6,
                        indices=None) -> torch.Tensor:
-    """Central differences (f(x + eps e_i) - f(x - eps e_i)) / (2 eps) of a scalar ``f``. Chapter 01, A.4.
+    """Central differences (f(x + eps e_i) - f(x - eps e_i)) / (2 eps) of a scalar ``f``. Chapter 01, A.4 and C.1.
 
     Use float64 (error O(eps^2) plus round-off O(1e-16 / eps)). ``indices`` (a list of flat
     indices) limits the work to a few coordinates; the others are left at 0.
@@ -86,7 +86,48 @@ def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max(|a|, |b|, tiny): the usual gradient-check number (< 1e-7 is good in float64).
 
-    Taught in chapter 01, A.4.
+    Taught in chapter 01, A.4; used for the gradient check of chapter 01, C.1.
     """
     a, b = a.double(), b.double()
     return ((a - b).abs().max() / torch.maximum(a.abs().max(), b.abs().max()).clamp(min=1e-30)).item()
+
+
+def schematic():
+    """The computational graph of the 784-H-10 MLP: forward values left to right, gradients right to left.
+
+    Taught in chapter 01, C (the forward pass and the six backward equations), drawn before the model is built.
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(13, 5.0, title="the MLP as a computational graph: forward (black), backward (red, dashed)")
+    y_forward = 3.2
+    x_in = box(ax, 1.1, y_forward, "$x$\nimages", w=1.4, role="data")
+    fc1 = box(ax, 3.7, y_forward, "$z_1 = x W_1^\\top + b_1$", w=2.3, role="network")
+    relu = box(ax, 6.4, y_forward, "$h = \\max(z_1, 0)$", w=2.1, role="operation")
+    fc2 = box(ax, 9.0, y_forward, "$z_2 = h W_2^\\top + b_2$", w=2.3, role="network")
+    loss = box(ax, 11.7, y_forward, "$\\mathcal{L} = $ mean CE\n$(z_2, y)$", w=1.8, role="loss")
+    label = box(ax, 11.7, 4.35, "label $y$", w=1.4, h=0.45, role="condition")
+    arrow(ax, label.bottom, loss.top)
+    shapes = ["$(N, 784)$", "$(N, H)$", "$(N, H)$", "$(N, 10)$"]
+    chain = [x_in, fc1, relu, fc2, loss]
+    for (left, right), shape in zip(zip(chain, chain[1:]), shapes):
+        arrow(ax, left.right, right.left, text=shape, text_offset=(0.0, 0.12))
+    red = "#990000"
+    gradients = ["$\\delta_1 = \\partial \\mathcal{L} / \\partial z_1$",
+                 "$\\partial \\mathcal{L} / \\partial h$",
+                 "$\\delta_2 = \\partial \\mathcal{L} / \\partial z_2$"]
+    for (left, right), text in zip([(fc1, relu), (relu, fc2), (fc2, loss)], gradients):
+        arrow(ax, (right.x - 0.25, right.bottom[1]), (left.x + 0.25, left.bottom[1]), color=red,
+              dashed=True, bend=-0.35, text=text, fontsize=8, text_offset=(0.0, -0.62))
+    y_note = 1.25
+    note(ax, 0.15, y_note + 0.75, "each backward function computes:", color=red, ha="left", fontsize=9)
+    note(ax, 11.7, y_note, "$\\delta_2 = (\\mathrm{softmax}(z_2) - Y) / N$", color=red, fontsize=9)
+    note(ax, 9.0, y_note, "$\\partial \\mathcal{L} / \\partial W_2 = \\delta_2^\\top h$\n"
+         "$\\partial \\mathcal{L} / \\partial b_2 = \\sum_n \\delta_{2,n}$\n"
+         "$\\partial \\mathcal{L} / \\partial h = \\delta_2 W_2$", color=red, fontsize=9)
+    note(ax, 6.4, y_note, "$\\delta_1 = \\partial \\mathcal{L} / \\partial h \\odot \\mathbf{1}[z_1 > 0]$", color=red, fontsize=9)
+    note(ax, 3.7, y_note, "$\\partial \\mathcal{L} / \\partial W_1 = \\delta_1^\\top x$\n"
+         "$\\partial \\mathcal{L} / \\partial b_1 = \\sum_n \\delta_{1,n}$", color=red, fontsize=9)
+    note(ax, 1.1, y_note, "data:\nno gradient kept", color="#555555")
+    legend(ax, ["data", "network", "operation", "loss", "condition"], loc="lower left")
+    return fig

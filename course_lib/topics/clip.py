@@ -466,3 +466,48 @@ def train_clip(cfg, seed: int = 0, show_progress: bool = True, desc: str = "tiny
                   eval_fn=lambda m: evaluate_clip(m, x_test[:cfg.n_eval], y_test[:cfg.n_eval]),
                   eval_every=max(cfg.steps // 5, 1), desc=desc, show_progress=show_progress, **fit_options)
     return model, history
+
+
+def schematic():
+    """CLIP's two towers as a picture: image encoder f and text encoder g -> unit embeddings -> the N x N similarity
+    matrix divided by the temperature -> cross entropy over the rows and over the columns, averaged. Drawn in
+    chapter 07, A.1.
+
+    Returns the matplotlib Figure.
+    """
+    from matplotlib.patches import Rectangle
+
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12.4, 5.4, title="CLIP: two towers, one N x N similarity matrix, two cross entropies")
+    images = box(ax, 0.9, 3.9, "N images\n$x_i$", w=1.3, h=0.8, role="data")
+    texts = box(ax, 0.9, 1.6, "N captions $t_j$\n'a handwritten 7'", w=1.5, h=0.8, role="data")
+    f = box(ax, 2.9, 3.9, "image encoder $f$\n(SmallCNN)", w=1.9, h=0.8, role="network")
+    g = box(ax, 2.9, 1.6, "text encoder $g$\n(causal transformer,\n<eot> token)", w=1.9, h=0.95, role="network")
+    arrow(ax, images.right, f.left)
+    arrow(ax, texts.right, g.left)
+    fi = box(ax, 5.15, 3.9, "normalise\n$f(x_i) / \\Vert f(x_i) \\Vert$", w=1.9, h=0.8, role="latent")
+    gj = box(ax, 5.15, 1.6, "normalise\n$g(t_j) / \\Vert g(t_j) \\Vert$", w=1.9, h=0.8, role="latent")
+    arrow(ax, f.right, fi.left)
+    arrow(ax, g.right, gj.left)
+    # the N x N matrix: rows are images, columns are captions, the true pairs on the diagonal
+    n, cell, x0, y0 = 5, 0.36, 6.95, 1.85
+    for r in range(n):
+        for c in range(n):
+            ax.add_patch(Rectangle((x0 + c * cell, y0 + (n - 1 - r) * cell), cell, cell,
+                                   facecolor="#b45f06" if r == c else "#fff2cc", edgecolor="#b45f06", linewidth=0.8))
+    arrow(ax, fi.right, (x0, y0 + n * cell / 2))
+    arrow(ax, gj.right, (x0 + n * cell * 0.3, y0))
+    note(ax, x0 + n * cell / 2, 4.65, "$\\ell_{ij} = s_{ij} / \\tau$ (N x N); the diagonal: the true pairs")
+    note(ax, x0 + n * cell / 2, 4.2, "row i: image i; column j: caption j")
+    tau = box(ax, 5.15, 0.45, "learned $\\tau$: logit_scale = log(1/$\\tau$)", w=3.0, h=0.5, role="condition")
+    arrow(ax, tau.right, (x0 + n * cell * 0.75, y0))
+    rows = box(ax, 10.6, 3.6, "CE over each row\nimage -> text", w=2.0, h=0.7, role="loss")
+    cols = box(ax, 10.6, 2.3, "CE over each column\ntext -> image", w=2.0, h=0.7, role="loss")
+    arrow(ax, (x0 + n * cell, y0 + n * cell - 0.3), rows.left)
+    arrow(ax, (x0 + n * cell, y0 + 0.3), cols.left)
+    total = box(ax, 10.6, 0.9, "L = (row CE + column CE) / 2", w=2.6, h=0.6, role="loss")
+    arrow(ax, cols.bottom, total.top)
+    arrow(ax, rows.right, (total.x + total.w / 2 - 0.1, total.y + total.h / 2), bend=-0.4)
+    legend(ax, ["data", "network", "latent", "operation", "condition", "loss"], loc="lower left")
+    return fig

@@ -592,3 +592,46 @@ def cutmix(x: torch.Tensor, y: torch.Tensor, box: Box, perm: torch.Tensor | None
     mixed[:, :, box.top:box.bottom, box.left:box.right] = x[perm][:, :, box.top:box.bottom, box.left:box.right]
     lam = 1 - box.area / (h * w)
     return mixed, lam * soft + (1 - lam) * soft[perm], lam
+
+
+# ------------------------------------------------------------------------------------ the picture
+
+
+def schematic():
+    """SmallCNN, drawn: three conv -> BatchNorm -> ReLU stages with 2x2 max-pooling between them, global average
+    pooling, a linear head and the cross entropy; each stage with its output shape (channels x height x width, for a
+    28 x 28 input) and its receptive field r and jump j in input pixels (the recursion of B.1). Returns the Figure.
+
+    Drawn in chapter 03, C.2 (first shown under "See it work first"; the receptive fields are derived in B.1).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(11, 4.8, title="SmallCNN: what each stage outputs, and how much of the image one unit can see")
+    top, bottom, w, h = 3.35, 1.35, 1.65, 0.8
+    xs = [1.0, 3.25, 5.5, 7.75, 10.0]
+    stages_top = [("image $x$", "data", "1 × 28 × 28", "r = 1, j = 1"),
+                  ("conv1 5×5, pad 2\n+ BN + ReLU", "network", "32 × 28 × 28", "r = 5, j = 1"),
+                  ("max-pool 2×2\nstride 2", "operation", "32 × 14 × 14", "r = 6, j = 2"),
+                  ("conv2 3×3, pad 1\n+ BN + ReLU", "network", "64 × 14 × 14", "r = 10, j = 2"),
+                  ("max-pool 2×2\nstride 2", "operation", "64 × 7 × 7", "r = 12, j = 4")]
+    # the second row runs right to left, under the first
+    stages_bottom = [("conv3 3×3, pad 1\n+ BN + ReLU", "network", "128 × 7 × 7", "r = 20, j = 4"),
+                     ("global average\npool (mean over h, w)", "operation", "128", "every pixel"),
+                     ("linear head\n128 → 10", "network", "10 logits", ""),
+                     ("cross entropy\nwith the label $y$", "loss", "a number", "")]
+    boxes = []
+    for x, (text, role, shape, field) in zip(xs, stages_top):
+        boxes.append(box(ax, x, top, text, w=w, h=h, role=role, fontsize=8))
+        note(ax, x, top + 0.62, shape + ("\n" + field if field else ""), fontsize=7.5)
+    for x, (text, role, shape, field) in zip(xs[::-1], stages_bottom):
+        boxes.append(box(ax, x, bottom, text, w=w, h=h, role=role, fontsize=8))
+        note(ax, x, bottom - 0.65, shape + ("\n" + field if field else ""), fontsize=7.5)
+    for a, b in zip(boxes[:4], boxes[1:5]):
+        arrow(ax, a.right, b.left)
+    arrow(ax, boxes[4].bottom, boxes[5].top)
+    for a, b in zip(boxes[5:8], boxes[6:9]):
+        arrow(ax, a.left, b.right)
+    note(ax, 1.0, 2.35, "above / below each box:\noutput shape (C × H × W),\nreceptive field r and jump j",
+         fontsize=7.5)
+    legend(ax, ["data", "network", "operation", "loss"], loc="lower left")
+    return fig

@@ -261,6 +261,60 @@ def full_vs_separable_parameters(channels: int, kernel: int) -> tuple[int, int]:
     return kernel**2 * channels**2, kernel**2 * channels + channels**2
 
 
+def schematic():
+    """CvT (Wu et al. 2021): stages that start with a convolutional token embedding (an overlapping strided
+    conv and LayerNorm, no position embeddings) and whose blocks form q, k and v by a convolutional projection
+    (depthwise conv, BatchNorm, linear; stride 2 for the keys and values). Taught in chapter 04, G.
+
+    Returns the matplotlib Figure (drawn with ``course_lib.core.diagram``).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(14, 6.6, title="CvT: convolutions back in (chapter 04, G; the MNIST CvT of G.1)")
+    # top row: the stages
+    y = 4.7
+    image = box(ax, 0.9, y, "image\n$1 \\times 28 \\times 28$", w=1.4, h=0.8, role="data")
+    embed1 = box(ax, 3.1, y, "conv token embedding\nkernel 7, stride 2, pad 3\n+ LayerNorm", w=2.3, h=1.0,
+                 role="network")
+    arrow(ax, image.right, embed1.left)
+    blocks1 = box(ax, 5.75, y, "1 conv-transformer\nblock on the\n$14 \\times 14$ grid, $D = 32$", w=2.2, h=1.0,
+                  role="network")
+    arrow(ax, embed1.right, blocks1.left)
+    embed2 = box(ax, 8.4, y, "conv token embedding\nkernel 3, stride 2, pad 1\n+ LayerNorm", w=2.3, h=1.0,
+                 role="network")
+    arrow(ax, blocks1.right, embed2.left)
+    blocks2 = box(ax, 11.1, y, "prepend [CLS];\n3 blocks on the\n$7 \\times 7$ grid, $D = 64$", w=2.2, h=1.0,
+                  role="network")
+    arrow(ax, embed2.right, blocks2.left)
+    head = box(ax, 13.15, y, "[CLS] $\\to$\nLN, head\n$\\to$ logits", w=1.3, h=1.0, role="data")
+    arrow(ax, blocks2.right, head.left)
+    note(ax, 7.0, y + 0.85, "stage 1 $\\to$ stage 2: the grid shrinks, the tokens widen (like a CNN); "
+         "no position embeddings anywhere")
+
+    # bottom row: the convolutional projection inside each block
+    yb = 1.75
+    ax.plot([blocks1.x, blocks1.x], [y - 0.5, 3.55], color="#2a6099", linestyle=":", linewidth=1.2)
+    ax.text(blocks1.x + 0.1, 3.65, "inside every block: the convolutional projection (G.2)", ha="left",
+            va="bottom", fontsize=8, color="#2a6099")
+    tokens = box(ax, 0.9, yb, "tokens\n$h w \\times D$\n([CLS] aside)", w=1.4, h=1.0, role="data")
+    grid = box(ax, 2.75, yb, "reshape to\na map\n$D \\times h \\times w$", w=1.5, h=1.0, role="operation")
+    arrow(ax, tokens.right, grid.left)
+    rows = {"q": (yb + 1.05, "stride 1"), "k": (yb, "stride 2"), "v": (yb - 1.05, "stride 2")}
+    for name, (y_row, stride) in rows.items():
+        conv = box(ax, 5.2, y_row, f"depthwise $3 \\times 3$ conv,\n{stride}, BatchNorm", w=2.4, h=0.75,
+                   role="network")
+        arrow(ax, grid.right, conv.left)
+        flat = box(ax, 7.55, y_row, "flatten,\nprepend [CLS]", w=1.5, h=0.75, role="operation")
+        arrow(ax, conv.right, flat.left)
+        linear = box(ax, 9.5, y_row, f"linear $W_{name}$\n$\\to {name}$", w=1.4, h=0.75, role="network")
+        arrow(ax, flat.right, linear.left)
+        arrow(ax, linear.right, (11.05, yb))
+    attention = box(ax, 11.85, yb, "multi-head\nattention\n$T_q \\times T_{kv}$", w=1.5, h=1.0, role="operation")
+    note(ax, 11.85, 0.75, "stride 2 for $k$, $v$: 4x fewer\nkeys ('squeezed');\n[CLS] skips the convolutions")
+    legend(ax, ["data", "network", "operation"], loc="lower right")
+    return fig
+
+
 __all__ = ["conv_output_size", "tokens_to_map", "map_to_tokens", "ConvEmbedding", "depthwise_projection",
            "ConvAttention", "ConvBlock", "CvTStage", "CvT", "MNIST_STAGES", "CVT_13", "multiply_adds",
            "full_vs_separable_parameters"]

@@ -439,3 +439,43 @@ def describe(config: dict) -> SimpleNamespace:
     counts["queries"] = model.query_pos.numel()
     counts["total"] = sum(p.numel() for p in model.parameters())
     return SimpleNamespace(**counts)
+
+
+def schematic():
+    """DETR as a picture: CNN backbone -> tokens + sine positions -> transformer encoder -> decoder with N object
+    queries -> class and box heads -> Hungarian matching to the ground truth -> set loss. Drawn in chapter 06, C.1.
+
+    Returns the matplotlib Figure.
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(13.6, 5.4, title="DETR: N object queries, matched one-to-one to the ground truth")
+    y = 3.9
+    image = box(ax, 0.9, y, "image\n(3, 48, 48)", w=1.3, h=0.8, role="data")
+    cnn = box(ax, 2.75, y, "CNN backbone\n+ 1x1 conv", w=1.7, h=0.8, role="network")
+    tokens = box(ax, 4.75, y, "tokens\n(hw, D) = (144, 64)", w=1.8, h=0.8, role="latent")
+    encoder = box(ax, 6.95, y, "transformer\nencoder", w=1.6, h=0.8, role="network")
+    decoder = box(ax, 9.2, y, "transformer\ndecoder", w=1.6, h=0.8, role="network")
+    arrow(ax, image.right, cnn.left)
+    arrow(ax, cnn.right, tokens.left)
+    arrow(ax, tokens.right, encoder.left)
+    arrow(ax, encoder.right, decoder.left, text="memory")
+    pos = box(ax, 5.85, 2.55, "2-D sine positions P\n(to q and k, every layer)", w=2.5, h=0.7, role="operation")
+    arrow(ax, pos.top, (encoder.x - 0.4, encoder.y - encoder.h / 2))
+    queries = box(ax, 9.2, 2.55, "N object queries E\n(learned, N = 8)", w=2.1, h=0.7, role="condition")
+    arrow(ax, queries.top, decoder.bottom)
+    cls = box(ax, 11.7, 4.5, "class head: linear\n(N, K + 1), $K$ = no object", w=2.2, h=0.7, role="network")
+    bbox = box(ax, 11.7, 3.3, "box head: MLP, sigmoid\n(N, 4) $c_x, c_y, w, h$", w=2.2, h=0.7, role="network")
+    arrow(ax, decoder.right, cls.left)
+    arrow(ax, decoder.right, bbox.left)
+    match = box(ax, 11.7, 1.9, "Hungarian matching\ncost $-\\hat p(c)$ + 5 L1 - 2 GIoU", w=2.6, h=0.8, role="operation")
+    arrow(ax, bbox.bottom, match.top)
+    arrow(ax, cls.right, match.right, bend=-0.6)
+    truth = box(ax, 8.3, 1.0, "ground truth: G <= N\n(class, box), padded\nwith no object", w=2.3, h=0.9, role="data")
+    arrow(ax, truth.right, (match.x - match.w / 2, match.y - 0.2))
+    loss = box(ax, 11.7, 0.6, "set loss: CE (no object x 0.1)\n+ 5 L1 + 2 (1 - GIoU), every layer",
+               w=3.0, h=0.75, role="loss")
+    arrow(ax, match.bottom, loss.top)
+    note(ax, 3.6, 1.6, "no NMS: the matching rewards exactly one query\nper object and pushes duplicates to no object")
+    legend(ax, ["data", "network", "latent", "operation", "condition", "loss"], loc="lower left")
+    return fig

@@ -28,6 +28,8 @@ Samplers (all take ``model(x_t, t) -> eps_hat``, a network or any function):
   x / sqrt(alpha_bar) and sqrt((1 - alpha_bar) / alpha_bar);
 - :func:`probability_flow_euler_sample`: the naive Euler method on the same ODE in t
   (:func:`probability_flow_euler_step`), for comparison.
+
+:func:`schematic` draws the two chains (forward q, reverse p_theta, and the one-jump q(x_t | x_0)).
 """
 from __future__ import annotations
 
@@ -448,3 +450,52 @@ def sampler_quality(eps_model, n: int = 2000, sampler: str = "ddim", steps: int 
         chunks.append(to_pixel_range(x).cpu())
     report = quality_of_samples(torch.cat(chunks), shipped_classifier(device))
     return {**report, "sampler": f"{sampler}-{steps}" if sampler == "ddim" else "ddpm-1000"}
+
+
+# ------------------------------------------------------------------------------------------ the picture
+
+def schematic():
+    """The two chains of a diffusion model: the fixed forward process x_0 -> x_1 -> ... -> x_T, one step
+    q(x_t | x_{t-1}) at a time or in one jump q(x_t | x_0), and the learned reverse process p_theta(x_{t-1} | x_t)
+    back from x_T ~ N(0, I), each step computed from the network's eps_theta(x_t, t). Returns the matplotlib Figure.
+
+    Taught in chapter 11, A.1 (the forward step), A.2 (the jump), C.2 (the reverse chain and its bound).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    title = "diffusion: a fixed forward chain that adds noise, a learned reverse chain that removes it"
+    fig, ax = canvas(13, 5.6, title=title)
+    y = 2.7
+    x0 = box(ax, 1.0, y, "$x_0$\ndata", w=1.2, h=0.8, role="data")
+    x1 = box(ax, 3.2, y, "$x_1$", w=1.0, h=0.8, role="latent")
+    dots1 = (4.6, y)
+    xp = box(ax, 6.2, y, "$x_{t-1}$", w=1.0, h=0.8, role="latent")
+    xt = box(ax, 8.6, y, "$x_t$", w=1.0, h=0.8, role="latent")
+    dots2 = (10.0, y)
+    xT = box(ax, 11.8, y, "$x_T$\n$\\approx \\mathcal{N}(0, I)$", w=1.5, h=0.8, role="latent")
+    for x in (dots1, dots2):
+        ax.text(x[0], x[1], "...", ha="center", va="center", fontsize=14)
+    forward = "#b45f06"
+    reverse = "#2a6099"
+    pairs = [(x0, x1, "$q(x_1 \\mid x_0)$", "$p_\\theta(x_0 \\mid x_1)$"),
+             (xp, xt, "$q(x_t \\mid x_{t-1})$", "$p_\\theta(x_{t-1} \\mid x_t)$")]
+    for a, b, q_text, p_text in pairs:
+        arrow(ax, (a.right[0], y + 0.2), (b.left[0], y + 0.2), color=forward, text=q_text, text_offset=(0.0, 0.05))
+        arrow(ax, (b.left[0], y - 0.2), (a.right[0], y - 0.2), color=reverse, text=p_text, text_offset=(0.0, -0.5))
+    for start, end in [(x1.right, (dots1[0] - 0.3, y)), ((dots1[0] + 0.3, y), xp.left),
+                       (xt.right, (dots2[0] - 0.3, y)), ((dots2[0] + 0.3, y), xT.left)]:
+        arrow(ax, (start[0], y + 0.2), (end[0], y + 0.2), color=forward)
+        arrow(ax, (end[0], y - 0.2), (start[0], y - 0.2), color=reverse)
+    arrow(ax, x0.top, xt.top, color=forward, bend=-0.28)
+    jump = "one jump:  $q(x_t \\mid x_0) = \\mathcal{N}(\\sqrt{\\bar\\alpha_t}\\, x_0,\\ (1 - \\bar\\alpha_t) I)$"
+    note(ax, 4.8, 4.75, jump, fontsize=9, color=forward)
+    note(ax, 10.6, 4.25, "forward process $q$: fixed, no weights\n"
+                         "$x_t = \\sqrt{1 - \\beta_t}\\, x_{t-1} + \\sqrt{\\beta_t}\\, \\epsilon_t$",
+         fontsize=8, color=forward)
+    net = box(ax, 7.4, 0.75, "network $\\epsilon_\\theta(x_t, t)$", w=2.4, h=0.6, role="network")
+    arrow(ax, (xt.x, xt.bottom[1]), (net.right[0] - 0.3, net.top[1]), color=reverse)
+    arrow(ax, (net.left[0] + 0.3, net.top[1]), (xp.x, xp.bottom[1]), color=reverse)
+    note(ax, 3.2, 0.95, "reverse process $p_\\theta$: learned Gaussian steps,\n"
+                        "mean from $\\epsilon_\\theta$, trained with $L_\\mathrm{simple}$", fontsize=8, color=reverse)
+    legend(ax, ["data", "latent", "network"], loc="lower right")
+    return fig

@@ -515,3 +515,44 @@ def evaluate_dino(model: DINO, n: int = 200, seed: int = 10_000, tokencut_quanti
                                                           tokencut_quantile)["iou"], 4),
         "eval_scenes": n, "eval_seed": seed,
     }
+
+
+# ---------------------------------------------------------------------------------- the picture
+
+
+def schematic():
+    """DINO, drawn: multi-crop views of one image; the student sees every view, the teacher (an EMA of the student,
+    no gradient) only the global ones; the teacher's outputs are centred and sharpened, the student's softened at
+    tau_s; the loss is the cross entropy H(P_t, P_s) over pairs of different views. Returns the matplotlib Figure.
+
+    Drawn in chapter 05, A.1 (the objective is section A; the network is built in C.2).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12.4, 5.0, title="DINO: self-distillation with no labels")
+    image = box(ax, 0.95, 2.45, "image", w=1.3, h=0.7, role="data")
+    crop = box(ax, 2.75, 2.45, "multi-crop\n(random views)", w=1.6, h=0.8, role="operation")
+    views_s = box(ax, 4.85, 3.7, "all views $x'$\n2 global + local", w=1.9, h=0.8, role="data")
+    views_t = box(ax, 4.85, 1.2, "global views $x$\n$x_1, x_2$", w=1.9, h=0.8, role="data")
+    student = box(ax, 7.05, 3.7, "student $g_{\\theta_s}$\nViT + head", w=1.8, h=0.8, role="network")
+    teacher = box(ax, 7.05, 1.2, "teacher $g_{\\theta_t}$\nViT + head", w=1.8, h=0.8, role="network")
+    soft = box(ax, 9.35, 3.7, "$P_s$ = softmax($g_s / \\tau_s$)\n$\\tau_s = 0.1$", w=2.2, h=0.8, role="operation")
+    sharp = box(ax, 9.35, 1.2, "centre and sharpen\n$P_t$ = softmax(($g_t - c) / \\tau_t$)\n$\\tau_t = 0.04$",
+                w=2.4, h=1.0, role="operation")
+    loss = box(ax, 11.45, 2.45, "$H(P_t, P_s)$\npairs $x' \\neq x$", w=1.6, h=0.8, role="loss")
+    arrow(ax, image.right, crop.left)
+    arrow(ax, crop.right, views_s.left)
+    arrow(ax, crop.right, views_t.left)
+    arrow(ax, views_s.right, student.left)
+    arrow(ax, views_t.right, teacher.left)
+    arrow(ax, student.right, soft.left)
+    arrow(ax, teacher.right, sharp.left)
+    arrow(ax, soft.right, loss.top)
+    arrow(ax, sharp.right, loss.bottom, dashed=True)
+    note(ax, 11.45, 0.85, "stop-gradient:\nno gradient into\nthe teacher", fontsize=7.5)
+    arrow(ax, student.bottom, teacher.top, dashed=True, color="#38761d",
+          text="EMA: $\\theta_t \\leftarrow \\lambda \\theta_t + (1 - \\lambda) \\theta_s$", text_offset=(1.45, -0.1))
+    note(ax, 9.35, 0.3, "centre $c \\leftarrow m c + (1 - m)$ mean of $g_t$ over the batch (subtracted)", fontsize=7.5)
+    note(ax, 5.9, 4.55, "gradient descent trains the student only", fontsize=7.5)
+    legend(ax, ["data", "network", "operation", "loss"], loc="lower left")
+    return fig

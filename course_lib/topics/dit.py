@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from course_lib.core.diagram import arrow, box, canvas, legend, note
 from course_lib.core.layers import sinusoidal_embedding
 from course_lib.topics.unet import time_and_label_embedding
 from course_lib.topics.vit import MultiHeadAttention, patchify, unpatchify
@@ -133,3 +134,54 @@ class DiT(nn.Module):
             attentions.append(weights)
         out = unpatchify(self.final(x, c), self.patch_size, c_in, s, s)          # (N, C, S, S)
         return (out, attentions) if return_attention else out
+
+
+def schematic():
+    """The DiT: patchify the latent into tokens, a stack of adaLN-Zero blocks conditioned on e = MLP(t) + embed(c),
+    unpatchify; on the right, one block, whose gates alpha start at 0 so that it starts as the identity.
+
+    Taught in chapter 13, C.
+    """
+    fig, ax = canvas(12, 6.4, title="DiT: a transformer on latent patches, conditioned by adaLN-Zero")
+    # the whole model, left column (bottom to top)
+    zt = box(ax, 1.3, 0.55, "$z_t$  (4x7x7)", w=1.8, h=0.5, role="latent")
+    patch = box(ax, 1.3, 1.45, "patchify ($p = 1$)\n+ linear + sin-cos positions", w=2.5, h=0.7, role="operation")
+    tokens = box(ax, 1.3, 2.35, "tokens (49 x D)", w=1.8, h=0.45, role="latent")
+    blocks = box(ax, 1.3, 3.3, "DiT block\nx depth", w=1.8, h=0.8, role="network")
+    final = box(ax, 1.3, 4.35, "final adaLN + linear\n(zero-initialised)", w=2.4, h=0.7, role="network")
+    out = box(ax, 1.3, 5.3, "unpatchify $\\to \\hat\\epsilon$ (4x7x7)", w=2.5, h=0.5, role="latent")
+    for a, b in ((zt, patch), (patch, tokens), (tokens, blocks), (blocks, final), (final, out)):
+        arrow(ax, a.top, b.bottom)
+    # the conditioning, middle column
+    t = box(ax, 3.7, 0.55, "timestep $t$", w=1.4, h=0.45, role="condition")
+    c = box(ax, 5.3, 0.55, "class $c$", w=1.2, h=0.45, role="condition")
+    t_emb = box(ax, 3.7, 1.45, "sinusoidal\n+ MLP", w=1.4, h=0.6, role="network")
+    c_emb = box(ax, 5.3, 1.45, "embedding\n(null = 10)", w=1.3, h=0.6, role="network")
+    e = box(ax, 4.5, 2.35, "$e$ = sum  (D)", w=1.5, h=0.45, role="condition")
+    ada = box(ax, 4.5, 3.3, "SiLU + linear\n(zero-init) per block", w=2.0, h=0.7, role="network")
+    arrow(ax, t.top, t_emb.bottom)
+    arrow(ax, c.top, c_emb.bottom)
+    arrow(ax, t_emb.top, (e.x - 0.3, e.y - e.h / 2))
+    arrow(ax, c_emb.top, (e.x + 0.3, e.y - e.h / 2))
+    arrow(ax, e.top, ada.bottom)
+    arrow(ax, ada.left, blocks.right, text="$\\beta, \\gamma, \\alpha$", text_offset=(0.0, 0.05))
+    arrow(ax, (e.x - e.w / 2, e.y + 0.1), (final.x + final.w / 2, final.y - 0.15), bend=-0.25)
+    # one block, right column (bottom to top)
+    ax.plot([6.3, 6.3], [0.2, 5.7], color="#bbbbbb", lw=0.8, ls="--")
+    note(ax, 9.1, 5.75, "one DiT block (adaLN-Zero)", fontsize=9)
+    xin = box(ax, 7.8, 0.55, "$x$ (tokens)", w=1.4, h=0.45, role="latent")
+    ln1 = box(ax, 7.8, 1.4, "LN, then $\\times (1 + \\gamma_1) + \\beta_1$", w=2.5, h=0.5, role="operation")
+    attn = box(ax, 7.8, 2.2, "multi-head attention", w=2.2, h=0.5, role="network")
+    gate1 = box(ax, 7.8, 2.95, "$\\times \\alpha_1$, add to $x$", w=2.0, h=0.45, role="operation")
+    ln2 = box(ax, 7.8, 3.7, "LN, then $\\times (1 + \\gamma_2) + \\beta_2$", w=2.5, h=0.5, role="operation")
+    mlp = box(ax, 7.8, 4.45, "MLP", w=1.4, h=0.45, role="network")
+    gate2 = box(ax, 7.8, 5.15, "$\\times \\alpha_2$, add: $x'$", w=2.0, h=0.45, role="operation")
+    for a, b in ((xin, ln1), (ln1, attn), (attn, gate1), (gate1, ln2), (ln2, mlp), (mlp, gate2)):
+        arrow(ax, a.top, b.bottom)
+    arrow(ax, xin.right, (gate1.x + gate1.w / 2, gate1.y), bend=0.35, dashed=True)
+    arrow(ax, (gate1.x + gate1.w / 2, gate1.y + 0.1), (gate2.x + gate2.w / 2, gate2.y), bend=0.35, dashed=True)
+    note(ax, 9.55, 1.7, "residual", fontsize=8)
+    note(ax, 10.6, 4.2, "at initialisation\n$\\alpha_1 = \\alpha_2 = 0$:\n$x' = x$, the block\nis the identity",
+         fontsize=9, color="#990000")
+    legend(ax, ["latent", "network", "operation", "condition"], loc="lower right")
+    return fig

@@ -195,3 +195,42 @@ def box_mask(x0: int, y0: int, x1: int, y1: int, size: int = 28) -> torch.Tensor
     mask = torch.zeros(size, size)
     mask[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = 1
     return mask
+
+
+def schematic():
+    """The mini DragGAN loop, drawn: handle and target points; the latent z -> the generator -> its features F and
+    image; motion supervision on F with a stop-gradient; an Adam step on z; point tracking by nearest neighbour in
+    feature space; repeat until every handle reaches its target. Returns the matplotlib Figure.
+
+    Drawn in chapter 09, F (motion supervision F.1, point tracking F.2, the loop F.3).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12, 5.8, title="a mini DragGAN: drag handle points to targets by optimising z")
+    z = box(ax, 1.2, 3.4, "latent $z$\n(64 numbers)", w=1.7, h=0.9, role="latent")
+    g = box(ax, 3.4, 3.4, "generator $G$\n(frozen)", w=1.7, h=0.9, role="network")
+    feats = box(ax, 5.9, 3.4, "features $\\mathbf{F}$\n(64, 14, 14) -> 28 x 28", w=2.3, h=0.9, role="latent")
+    image = box(ax, 5.9, 4.75, "image $G(z)$", w=1.7, h=0.6, role="data")
+    points = box(ax, 9.6, 4.75, "handles $p_i$, targets $t_i$, $i = 1, \\dots, n$\n"
+                 "$d_i = (t_i - p_i) / |t_i - p_i|$", w=3.4, h=0.8, role="condition")
+    motion = box(ax, 9.6, 3.3, "motion supervision\n$|\\mathrm{sg}(\\mathbf{F}(q)) - \\mathbf{F}(q + d_i)|_1$\n"
+                 "$q$ within $r_1$ of $p_i$", w=3.4, h=1.2, role="loss")
+    track = box(ax, 9.6, 1.3, "point tracking\n$p_i \\leftarrow$ nearest $q$ within $r_2$:\n"
+                "$\\min_q |\\mathbf{F}'(q) - \\mathbf{F}_0(p_i)|_1$", w=3.4, h=1.2, role="operation")
+    step = box(ax, 5.9, 1.3, "Adam step on $z$\n(G's weights fixed)", w=2.3, h=0.9, role="operation")
+    arrow(ax, z.right, g.left)
+    arrow(ax, g.right, feats.left)
+    arrow(ax, (g.x + 0.5, g.top[1]), image.left, bend=-0.2)
+    arrow(ax, feats.right, motion.left)
+    arrow(ax, points.bottom, motion.top)
+    arrow(ax, motion.bottom, (step.right[0], step.y + 0.25), bend=-0.15, text="gradient", text_offset=(0.1, 0.05))
+    arrow(ax, step.left, (z.x + 0.3, z.bottom[1]), bend=-0.25, text="new $z$", text_offset=(-0.4, -0.2))
+    arrow(ax, (step.right[0], step.y - 0.25), (track.left[0], track.y - 0.25), text="$\\mathbf{F}'$",
+          text_offset=(0.0, 0.02))
+    arrow(ax, (track.x + 1.0, track.top[1]), (motion.x + 1.0, motion.bottom[1]), text="updated $p_i$",
+          text_offset=(0.55, 0.0))
+    note(ax, 2.4, 0.9, "loop until every $|p_i - t_i| < 1$ pixel", fontsize=8)
+    note(ax, 8.2, 0.3, "sg = stop-gradient: only $\\mathbf{F}(q + d_i)$ is pulled towards $\\mathbf{F}(q)$, "
+         "so the content moves towards $t_i$", fontsize=8)
+    legend(ax, ["latent", "network", "data", "condition", "loss", "operation"], loc="lower left")
+    return fig

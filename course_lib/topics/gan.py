@@ -451,3 +451,40 @@ def generator_quality(G: nn.Module, n: int = 2000, seed: int = 0) -> dict:
     """
     samples = sample_images(G, n, seed=seed)
     return quality_of_samples(samples, shipped_classifier(next(G.parameters()).device))
+
+
+# ---------------------------------------------------------------------------------- the picture
+
+
+def schematic():
+    """The GAN's two players, drawn: z ~ N(0, I) -> G -> a fake image; fakes and real images -> D -> the
+    probability "real"; the two losses and who minimises what. Returns the matplotlib Figure.
+
+    Drawn in chapter 09, A.1 (the game itself is section A; the networks are built in E.1).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12, 5.2, title="a GAN: two players, one value function V(D, G)")
+    z = box(ax, 1.2, 3.6, "noise\n$z \\sim \\mathcal{N}(0, I)$", w=1.8, h=0.9, role="latent")
+    g = box(ax, 3.6, 3.6, "generator $G$", w=1.7, h=0.8, role="network")
+    fake = box(ax, 6.0, 3.6, "fake image\n$G(z) \\sim p_g$", w=1.9, h=0.9, role="data")
+    real = box(ax, 6.0, 1.6, "real image\n$x \\sim p_{data}$", w=1.9, h=0.9, role="data")
+    d = box(ax, 8.3, 2.6, "discriminator $D$", w=1.9, h=0.8, role="network")
+    out = box(ax, 10.7, 2.6, "$D(\\cdot) \\in (0, 1)$\nP(real)", w=1.8, h=0.9, role="operation")
+    arrow(ax, z.right, g.left)
+    arrow(ax, g.right, fake.left)
+    arrow(ax, fake.right, (d.x - 0.4, d.top[1]), text="label 0", text_offset=(0.25, 0.0))
+    arrow(ax, real.right, (d.x - 0.4, d.bottom[1]), text="label 1", text_offset=(0.25, -0.35))
+    arrow(ax, d.right, out.left)
+    d_loss = box(ax, 9.6, 0.55, "$D$ maximises  $\\log D(x) + \\log(1 - D(G(z)))$", w=4.6, h=0.6, role="loss")
+    g_loss = box(ax, 9.6, 4.45, "$G$ minimises  $-\\log D(G(z))$  (non-saturating)", w=4.6, h=0.6, role="loss")
+    arrow(ax, out.bottom, (out.x, d_loss.top[1]))
+    arrow(ax, out.top, (out.x, g_loss.bottom[1]))
+    arrow(ax, g_loss.left, g.top, dashed=True, bend=0.25, text="gradient through $D$ into $G$",
+          text_offset=(0.0, 0.25))
+    arrow(ax, (d.x + 0.3, d_loss.top[1]), (d.x + 0.3, d.bottom[1]), dashed=True)
+    note(ax, d.x - 0.55, 1.3, "gradient into $D$\n($G(z)$ detached)", fontsize=8)
+    note(ax, 3.0, 1.6, "minimax game: $\\min_G \\max_D V(D, G)$\nbest $D$: $D^* = p_{data} / (p_{data} + p_g)$\n"
+         "then $V = -\\log 4 + 2\\,JSD(p_{data} \\,\\|\\, p_g)$", fontsize=9)
+    legend(ax, ["latent", "network", "data", "operation", "loss"], loc="lower left")
+    return fig

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from course_lib.core.diagram import arrow, box, canvas, legend, note
 from course_lib.core.layers import sinusoidal_embedding, to_pixel_range
 from course_lib.data.toy2d import GaussianMixture2D
 from course_lib.eval.fid import classifier_outputs, quality_of_samples, shipped_classifier
@@ -189,6 +190,16 @@ def class_log_prob(mixture: GaussianMixture2D, component_classes: torch.Tensor, 
     return (torch.logsumexp(log_joint[:, keep], 1) - torch.logsumexp(log_joint, 1)).to(x.dtype)
 
 
+def guided_log_density(p_t: GaussianMixture2D, p_t_given_c: GaussianMixture2D, x: torch.Tensor,
+                       scale: float) -> torch.Tensor:
+    """The log-density, up to a constant, whose score classifier-free guidance at scale s follows when its two
+    eps's are exact: (1 - s) log p_t(x) + s log p_t(x | c), i.e. p_t(x)^(1 - s) p_t(x | c)^s, shape (N,).
+
+    Taught in chapter 12, H.
+    """
+    return (1 - scale) * p_t.log_prob(x) + scale * p_t_given_c.log_prob(x)
+
+
 class MixtureEps:
     """The exact eps of a 2-D mixture under a schedule, as an ``EpsModel``: eps(x_t, t) = -sqrt(1 - alpha_bar_t) score_t.
 
@@ -322,3 +333,74 @@ def inpaint(model, known: torch.Tensor, mask: torch.Tensor, schedule: NoiseSched
 
     x_T = starting_noise(tuple(known.shape), generator, device, None)
     return walk_timesteps(model, x_T, ddim_timesteps(schedule.T, steps), step, 0, "inpainting", show_progress)
+
+
+# ------------------------------------------------------------------------------------------ schematics
+
+def classifier_guidance_schematic():
+    """Classifier guidance: an unconditional eps-model plus the gradient of a noisy classifier, scaled by gamma.
+
+    Taught in chapter 12, B.
+    """
+    fig, ax = canvas(11, 4.4, title="classifier guidance: one unconditional network, one noisy classifier")
+    xt = box(ax, 1.0, 2.2, "$x_t$, $t$", w=1.2, role="data")
+    eps = box(ax, 3.9, 3.2, "diffusion model\n$\\epsilon_\\theta(x_t, t)$", w=2.4, h=0.8, role="network")
+    clf = box(ax, 3.9, 1.2, "noisy classifier\n$\\log p_\\phi(c \\mid x_t, t)$", w=2.4, h=0.8, role="network")
+    label = box(ax, 3.9, 0.25, "class $c$", w=1.3, h=0.4, role="condition")
+    grad = box(ax, 6.5, 1.2, "$\\nabla_{x_t}$ (autograd)", w=1.9, h=0.6, role="operation")
+    mix = box(ax, 8.0, 2.2, "$\\epsilon_\\theta - \\gamma \\sqrt{1 - \\bar\\alpha_t}\\,\\nabla$", w=2.3, h=0.7,
+              role="operation")
+    out = box(ax, 10.2, 2.2, "DDIM step\n$\\to x_{t'}$", w=1.3, h=0.8, role="operation")
+    arrow(ax, xt.right, eps.left)
+    arrow(ax, xt.right, clf.left)
+    arrow(ax, label.top, clf.bottom)
+    arrow(ax, clf.right, grad.left)
+    arrow(ax, eps.right, (mix.x - 0.4, mix.y + mix.h / 2), text="$\\epsilon$", text_offset=(0.3, 0.0))
+    arrow(ax, grad.right, (mix.x - 0.4, mix.y - mix.h / 2))
+    arrow(ax, mix.right, out.left)
+    note(ax, 8.0, 3.4, "$\\gamma = 0$: unconditional\n$\\gamma = 1$: exactly $p_t(x \\mid c)$\n$\\gamma > 1$: sharper, less diverse")
+    note(ax, 6.6, 0.45, "a backward pass through the\nclassifier at every step")
+    legend(ax, ["data", "network", "operation", "condition"], loc="lower right")
+    return fig
+
+
+def cfg_schematic():
+    """Classifier-free guidance: one network eps_theta(x_t, t, c) run twice, with the class c and with the null
+    class, the two predictions mixed with s = 1 + w; trained with label dropout.
+
+    Taught in chapter 12, D.1.
+    """
+    fig, ax = canvas(11, 6.1, title="classifier-free guidance: one network, two passes")
+    # sampling, top
+    xt = box(ax, 1.0, 4.35, "$x_t$, $t$", w=1.2, role="data")
+    pass_c = box(ax, 3.7, 4.95, "$\\epsilon_\\theta(x_t, t, c)$", w=2.2, h=0.6, role="network")
+    pass_0 = box(ax, 3.7, 3.75, "$\\epsilon_\\theta(x_t, t, \\varnothing)$", w=2.2, h=0.6, role="network")
+    cond = box(ax, 1.0, 5.25, "class $c$", w=1.1, h=0.4, role="condition")
+    null = box(ax, 1.0, 3.45, "null $\\varnothing$", w=1.1, h=0.4, role="condition")
+    mix = box(ax, 7.1, 4.35, "$\\tilde\\epsilon = (1 + w)\\,\\epsilon_c - w\\,\\epsilon_\\varnothing$\n"
+                             "$= s\\,\\epsilon_c + (1 - s)\\,\\epsilon_\\varnothing$", w=3.0, h=0.9, role="operation")
+    out = box(ax, 9.95, 4.35, "DDIM step\n$\\to x_{t'}$", w=1.4, h=0.8, role="operation")
+    arrow(ax, xt.right, pass_c.left)
+    arrow(ax, xt.right, pass_0.left)
+    arrow(ax, cond.right, (pass_c.x - pass_c.w / 2, pass_c.y + 0.2))
+    arrow(ax, null.right, (pass_0.x - pass_0.w / 2, pass_0.y - 0.2))
+    arrow(ax, pass_c.right, (mix.x - mix.w / 2, mix.y + 0.25), text="$\\epsilon_c$", text_offset=(0.0, 0.05))
+    arrow(ax, pass_0.right, (mix.x - mix.w / 2, mix.y - 0.25), text="$\\epsilon_\\varnothing$", text_offset=(0.0, -0.4))
+    arrow(ax, mix.right, out.left)
+    note(ax, 3.7, 3.1, "the same weights (in code: one pass on the doubled batch)")
+    note(ax, 7.1, 3.45, "$s = 1 + w$;  $s = 0$: unconditional, $s = 1$: conditional, $s > 1$: guided")
+    # training, bottom
+    ax.plot([0.3, 10.7], [2.7, 2.7], color="#bbbbbb", lw=0.8, ls="--")
+    note(ax, 0.3, 2.45, "training", ha="left", fontsize=9)
+    label = box(ax, 1.0, 1.5, "class $c$", w=1.1, h=0.45, role="condition")
+    drop = box(ax, 3.2, 1.5, "$c \\to \\varnothing$ with\nprobability 0.2", w=1.9, h=0.7, role="operation")
+    noisy = box(ax, 3.2, 0.7, "$x_t = \\sqrt{\\bar\\alpha_t}\\,x_0 + \\sqrt{1 - \\bar\\alpha_t}\\,\\epsilon$", w=3.1, h=0.4,
+                role="data")
+    net = box(ax, 6.0, 1.5, "$\\epsilon_\\theta(x_t, t, c)$", w=2.1, h=0.6, role="network")
+    loss = box(ax, 8.9, 1.5, "$\\Vert \\epsilon - \\epsilon_\\theta \\Vert^2$", w=1.8, h=0.6, role="loss")
+    arrow(ax, label.right, drop.left)
+    arrow(ax, drop.right, net.left)
+    arrow(ax, noisy.right, (net.x - 0.3, net.y - net.h / 2))
+    arrow(ax, net.right, loss.left)
+    legend(ax, ["data", "network", "operation", "condition", "loss"], loc="lower right")
+    return fig

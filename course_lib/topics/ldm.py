@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from course_lib.topics.diffusion import NoiseSchedule, ddim_sample, ddpm_loss
+from course_lib.core.diagram import arrow, box, canvas, legend, note
+from course_lib.topics.diffusion import (NoiseSchedule, ddim_sample, ddim_step, ddim_timesteps, ddpm_loss, starting_noise,
+                                         walk_timesteps)
 from course_lib.topics.guidance import ClassifierFreeGuidance, drop_labels
 from course_lib.topics.unet import ResBlock, SelfAttention, time_and_label_embedding
 from course_lib.topics.vae import gaussian_kl, reparameterize
@@ -243,6 +245,34 @@ def sample_latent_diffusion(eps_model, autoencoder: KLAutoencoder, labels: torch
     return torch.cat(chunks)
 
 
+@torch.no_grad()
+def latent_trajectory(eps_model, autoencoder: KLAutoencoder, labels: torch.Tensor, schedule: NoiseSchedule, *,
+                      steps: int = 25, guidance_scale: float = 1.0,
+                      generator: torch.Generator | None = None) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Class-conditional DDIM (eta = 0) in latent space, keeping every step: ``[(t, decoded z_t, decoded z0_hat), ...]``
+    from t = T down to t = 0, each image batch (N, 1, 28, 28) in [0, 1]. ``decoded z_t`` is what the decoder makes of
+    the noisy latent; ``decoded z0_hat`` of the model's current guess of the clean latent. The last entry's images are
+    the samples, the same as :func:`sample_latent_diffusion` with the same generator.
+
+    Taught in chapter 13, C.3.
+    """
+    device = next(eps_model.parameters()).device
+    labels = torch.as_tensor(labels).long().to(device)
+    eps = (ClassifierFreeGuidance(eps_model, labels, guidance_scale) if guidance_scale != 1.0
+           else lambda z, t: eps_model(z, t, labels))
+    frames = []
+
+    def step(z, eps_hat, t, t_prev):
+        frames.append((t, decode_latents(autoencoder, z), decode_latents(autoencoder, schedule.predict_x0(z, t, eps_hat))))
+        return ddim_step(z, eps_hat, t, t_prev, schedule, clip_x0=False)
+
+    z_T = starting_noise((len(labels), autoencoder.latent_channels, 7, 7), generator, device, None)
+    z0 = walk_timesteps(eps, z_T, ddim_timesteps(schedule.T, steps), step, 0, "latent DDIM", False)
+    decoded = decode_latents(autoencoder, z0)
+    frames.append((0, decoded, decoded))
+    return frames
+
+
 def latent_ddpm_loss(model: nn.Module, z0: torch.Tensor, labels: torch.Tensor, schedule: NoiseSchedule,
                      label_dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """L_LDM = E || eps - eps_theta(z_t, t, y) ||^2 on scaled latents: chapter 11's ddpm_loss with labels,
@@ -258,3 +288,49 @@ def latent_ddpm_loss(model: nn.Module, z0: torch.Tensor, labels: torch.Tensor, s
 def balanced_labels(n: int) -> torch.Tensor:
     """0, 1, ..., 9, 0, 1, ... : n class labels with every digit equally often (up to one). Chapter 13, B.1."""
     return torch.arange(n) % 10
+
+
+# ---------------------------------------------------------------------------------- schematic
+
+
+def schematic():
+    """Latent diffusion: encoder -> scaled latent -> diffusion in latent space -> unscale -> decoder.
+
+    Taught in chapter 13, A.
+    """
+    fig, ax = canvas(12.5, 5.0, title="latent diffusion: the diffusion model never sees a pixel")
+    # training, top row
+    note(ax, 0.2, 4.15, "training", ha="left", fontsize=9)
+    x = box(ax, 0.9, 3.5, "$x$\n1x28x28", w=1.1, h=0.75, role="data")
+    enc = box(ax, 2.6, 3.5, "encoder $\\mathcal{E}$\n(frozen)", w=1.5, h=0.75, role="network")
+    z = box(ax, 4.3, 3.5, "$\\mathcal{E}(x)$\n4x7x7", w=1.2, h=0.75, role="latent")
+    scale = box(ax, 5.7, 3.5, "$\\times \\kappa$", w=0.9, h=0.6, role="operation")
+    noise = box(ax, 8, 3.5, "$z_t = \\sqrt{\\bar\\alpha_t} z_0 + \\sqrt{1 - \\bar\\alpha_t} \\epsilon$", w=2.5, h=0.6,
+                role="operation")
+    net = box(ax, 10.5, 3.5, "$\\epsilon_\\theta(z_t, t, c)$\nDiT or U-Net", w=1.6, h=0.75, role="network")
+    loss = box(ax, 11.8, 2.45, "$\\Vert \\epsilon - \\epsilon_\\theta \\Vert^2$", w=1.2, h=0.5, role="loss", fontsize=8)
+    arrow(ax, x.right, enc.left)
+    arrow(ax, enc.right, z.left)
+    arrow(ax, z.right, scale.left)
+    arrow(ax, scale.right, noise.left, text="$z_0$", text_offset=(0.0, 0.05))
+    arrow(ax, noise.right, net.left)
+    arrow(ax, (net.x + 0.5, net.y - net.h / 2), loss.top)
+    # sampling, bottom row
+    ax.plot([0.2, 11.0], [2.6, 2.6], color="#bbbbbb", lw=0.8, ls="--")
+    note(ax, 0.2, 2.35, "sampling", ha="left", fontsize=9)
+    zT = box(ax, 0.9, 1.6, "$z_T \\sim \\mathcal{N}(0, I)$\n4x7x7", w=1.5, h=0.75, role="latent")
+    ddim = box(ax, 3.3, 1.6, "DDIM steps with\n$\\epsilon_\\theta(z_t, t, c)$", w=2.1, h=0.75, role="network")
+    cls = box(ax, 3.3, 0.65, "class $c$", w=1.1, h=0.4, role="condition")
+    z0 = box(ax, 5.4, 1.6, "$\\hat z_0$", w=0.9, h=0.6, role="latent")
+    unscale = box(ax, 6.8, 1.6, "$\\div \\kappa$", w=0.9, h=0.6, role="operation")
+    dec = box(ax, 8.3, 1.6, "decoder $\\mathcal{D}$", w=1.5, h=0.75, role="network")
+    out = box(ax, 9.9, 1.6, "$\\tilde x$\n1x28x28", w=1.1, h=0.75, role="data")
+    arrow(ax, zT.right, ddim.left)
+    arrow(ax, cls.top, ddim.bottom)
+    arrow(ax, ddim.right, z0.left)
+    arrow(ax, z0.right, unscale.left)
+    arrow(ax, unscale.right, dec.left)
+    arrow(ax, dec.right, out.left)
+    note(ax, 6.8, 0.75, "$\\kappa = 1 / \\mathrm{std}(\\mathcal{E}(x))$: the latent scale factor (SD v1: 0.18215)")
+    legend(ax, ["data", "network", "latent", "operation", "condition", "loss"], loc="lower right")
+    return fig

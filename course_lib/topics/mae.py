@@ -190,3 +190,42 @@ def train_mae(cfg, *, seed: int = 0, show_progress: bool = True, desc: str = "MA
     metrics = {"final_train_loss": round(sum(tail) / len(tail), 5), "test_masked_mse": round(test["masked_mse"], 5),
                "test_mean_fill_mse": round(test["mean_fill_mse"], 5), "eval_images": len(x_test)}
     return model, history, metrics
+
+
+# ---------------------------------------------------------------------------------- the picture
+
+
+def schematic():
+    """MAE, drawn: an image cut into patches, 75% of them hidden at random; the encoder runs on the visible patches
+    only; the decoder gets the encoded visible tokens plus a shared mask token at every hidden position and predicts
+    every patch's pixels; the loss counts the hidden patches only. Returns the matplotlib Figure.
+
+    Drawn in chapter 05, E (the model is built step by step in E.2).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(11, 4.8, title="MAE: hide 75% of the patches, paint them back")
+    top, bottom, w, h = 3.35, 1.35, 1.85, 0.85
+    xs = [1.1, 3.7, 6.3, 8.9]
+    image = box(ax, xs[0], top, "image $x$\n1 × 28 × 28", w=w, h=h, role="data")
+    patches = box(ax, xs[1], top, "patchify\n49 patches of 4 × 4", w=w, h=h, role="operation")
+    mask = box(ax, xs[2], top, "random mask, 75%\nper image", w=w, h=h, role="operation")
+    visible = box(ax, xs[3], top, "visible patches\n12 of 49", w=w, h=h, role="data")
+    encoder = box(ax, xs[3], bottom, "encoder (ViT)\n[CLS] + visible only", w=w, h=h, role="network")
+    decoder = box(ax, xs[2], bottom, "decoder\n+ mask tokens\n+ positions", w=w, h=1.0, role="network")
+    predicted = box(ax, xs[1], bottom, "predicted pixels\nevery patch", w=w, h=h, role="data")
+    loss = box(ax, xs[0], bottom, "MSE on the\nhidden patches only", w=w, h=h, role="loss")
+    arrow(ax, image.right, patches.left)
+    arrow(ax, patches.right, mask.left)
+    arrow(ax, mask.right, visible.left)
+    arrow(ax, visible.bottom, encoder.top)
+    arrow(ax, encoder.left, decoder.right)
+    note(ax, (encoder.left[0] + decoder.right[0]) / 2, bottom - 0.5, "latent\ntokens", fontsize=7.5)
+    arrow(ax, decoder.left, predicted.right)
+    arrow(ax, predicted.left, loss.right)
+    arrow(ax, mask.bottom, (loss.x + 0.5, loss.top[1]), dashed=True, bend=-0.15, text="which patches are hidden",
+          text_offset=(-0.6, 0.15))
+    note(ax, xs[2] + 1.3, 0.45, "after pre-training the decoder is thrown away: the encoder is the product",
+         fontsize=7.5)
+    legend(ax, ["data", "network", "operation", "loss"], loc="lower left")
+    return fig

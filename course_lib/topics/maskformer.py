@@ -135,3 +135,42 @@ def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask_log
     q (..., N, d), k, v (..., HW, d), mask_logits (..., N, HW) -> output (..., N, d), weights (..., N, HW).
     """
     return scaled_dot_product_attention(q, k, v, attention_mask(mask_logits, threshold, fix_empty))
+
+
+def schematic():
+    """MaskFormer as a picture: N queries give a class and a mask embedding each; the dot product of a mask embedding
+    with the per-pixel embeddings is that query's mask; matched to the ground-truth segments as in DETR. Drawn in
+    chapter 06, E.1.
+
+    Returns the matplotlib Figure.
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12.4, 5.2, title="MaskFormer: each query predicts a class and a mask")
+    image = box(ax, 0.9, 3.0, "image", w=1.2, h=0.7, role="data")
+    backbone = box(ax, 2.7, 3.0, "backbone", w=1.5, h=0.7, role="network")
+    arrow(ax, image.right, backbone.left)
+    pixel = box(ax, 5.0, 4.1, "pixel decoder", w=1.8, h=0.7, role="network")
+    decoder = box(ax, 5.0, 1.9, "transformer decoder\n(DETR's, N queries)", w=2.2, h=0.8, role="network")
+    arrow(ax, backbone.right, pixel.left)
+    arrow(ax, backbone.right, decoder.left)
+    queries = box(ax, 5.0, 0.6, "N learned queries", w=2.0, h=0.55, role="condition")
+    arrow(ax, queries.top, decoder.bottom)
+    per_pixel = box(ax, 7.6, 4.1, "per-pixel embeddings\n$E_{pixel}$: (C, H, W)", w=2.3, h=0.8, role="latent")
+    arrow(ax, pixel.right, per_pixel.left)
+    cls = box(ax, 7.6, 2.6, "class head\n(N, K + 1)", w=1.7, h=0.7, role="network")
+    embed = box(ax, 7.6, 1.3, "mask embeddings (MLP)\n$E_{mask}$: (C, N)", w=2.3, h=0.8, role="latent")
+    arrow(ax, decoder.right, cls.left)
+    arrow(ax, decoder.right, embed.left)
+    dot = box(ax, 10.2, 2.7, "dot product, sigmoid\n$m_i = \\sigma(E_{mask}[:, i]^T E_{pixel})$", w=2.6, h=0.8,
+              role="operation")
+    arrow(ax, per_pixel.right, (dot.x - 0.9, dot.y + 0.4))
+    arrow(ax, embed.right, (dot.x - 0.9, dot.y - 0.4))
+    masks = box(ax, 10.9, 4.3, "N masks\n(N, H, W)", w=1.6, h=0.7, role="data")
+    arrow(ax, (dot.x + 0.7, dot.y + 0.4), masks.bottom)
+    loss = box(ax, 10.5, 0.9, "Hungarian matching + loss:\nCE + 20 focal + 1 dice", w=2.7, h=0.8, role="loss")
+    arrow(ax, dot.bottom, loss.top)
+    arrow(ax, cls.right, (loss.x - loss.w / 2, loss.y + 0.2))
+    note(ax, 2.5, 4.4, "Mask2Former (E.2): each query's\ncross-attention restricted to\nits previous mask")
+    legend(ax, ["data", "network", "latent", "operation", "condition", "loss"], loc="lower left")
+    return fig

@@ -385,3 +385,54 @@ def evaluate_ncsn(model: NoiseConditionalScoreNet, sigmas, n: int = 2000, seed: 
     for sigma in (sigmas[0], sigmas[len(sigmas) // 2], sigmas[-1]):
         report[f"score_rel_error_sigma_{sigma:.3g}"] = relative_score_error(score_fn, mixture, sigma, 4000, generator)
     return {key: float(f"{value:.4g}") for key, value in report.items()}
+
+
+# ---------------------------------------------------------------------------------------- the picture
+
+def schematic():
+    """The score model and annealed Langevin dynamics, drawn: noise levels sigma_1 > ... > sigma_L; the network
+    s_theta(x, sigma) trained by denoising score matching; the Langevin update
+    x <- x + (alpha_i / 2) s_theta(x, sigma_i) + sqrt(alpha_i) z; the chain from uniform noise through the smoothed
+    densities p_sigma_1, ..., p_sigma_L to data. Returns the matplotlib Figure.
+
+    Drawn in chapter 10, E.1 (annealed Langevin is derived in B.3; the network is built in E.3).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12, 5.6, title="a score model sampled by annealed Langevin dynamics (NCSN)")
+    data = box(ax, 1.3, 4.2, "data $x \\sim p$", w=1.8, h=0.7, role="data")
+    noised = box(ax, 3.9, 4.2, "$\\tilde{x} = x + \\sigma \\epsilon$\n$\\epsilon \\sim \\mathcal{N}(0, I)$", w=2.0,
+                 h=0.9, role="operation")
+    net = box(ax, 6.6, 4.2, "score network\n$s_\\theta(\\tilde{x}, \\sigma)$", w=2.1, h=0.9, role="network")
+    loss = box(ax, 9.9, 4.2, "DSM loss, $\\sigma^2$-weighted\n$\\frac{1}{2}|\\sigma s_\\theta(\\tilde{x}, \\sigma) + \\epsilon|^2$",
+               w=3.2, h=0.9, role="loss")
+    levels = box(ax, 3.9, 2.6, "noise levels\n$\\sigma_1 > \\sigma_2 > \\dots > \\sigma_L$", w=2.4, h=0.9,
+                 role="condition")
+    arrow(ax, data.right, noised.left)
+    arrow(ax, noised.right, net.left)
+    arrow(ax, net.right, loss.left)
+    arrow(ax, levels.top, noised.bottom, text="$\\sigma$ drawn per point", text_offset=(0.75, -0.1))
+    update = box(ax, 8.6, 2.6, "Langevin update, $T$ steps per level\n"
+                 "$x \\leftarrow x + \\frac{\\alpha_i}{2}\\, s_\\theta(x, \\sigma_i) + \\sqrt{\\alpha_i}\\, z$\n"
+                 "$z \\sim \\mathcal{N}(0, I)$,  $\\alpha_i = \\epsilon\\, \\sigma_i^2 / \\sigma_L^2$", w=4.4, h=1.1,
+                 role="operation")
+    arrow(ax, (net.x + 0.4, net.bottom[1]), (update.x - 1.4, update.top[1]), text="score at $\\sigma_i$",
+          text_offset=(0.55, -0.1))
+    arrow(ax, levels.right, update.left, text="$\\sigma_i$, largest first", text_offset=(0.0, 0.05))
+    # the chain from noise to data, level by level
+    chain = ["uniform\nnoise", "$p_{\\sigma_1}$\n(one blob)", "$p_{\\sigma_2}$", "...", "$p_{\\sigma_L} \\approx p$",
+             "samples"]
+    roles = ["latent", "operation", "operation", "operation", "operation", "data"]
+    xs = [1.2, 3.1, 5.0, 6.6, 8.3, 10.5]
+    boxes = [box(ax, x, 1.0, text, w=1.5 if text != "..." else 0.8, h=0.75, role=role)
+             for x, text, role in zip(xs, chain, roles)]
+    for a, b in zip(boxes, boxes[1:]):
+        arrow(ax, a.right, b.left)
+    note(ax, 4.0, 1.72, "the chain: each level starts where the previous one ended;\nsmoothing keeps the mode weights",
+         fontsize=8)
+    arrow(ax, (update.x + 1.2, update.bottom[1]), (boxes[4].x + 0.4, boxes[4].top[1]), dashed=True,
+          text="runs at every level", text_offset=(0.85, -0.15))
+    note(ax, 0.4, 4.9, "training (denoising score matching)", ha="left", fontsize=9)
+    note(ax, 0.4, 2.6, "sampling", ha="left", fontsize=9)
+    legend(ax, ["data", "operation", "network", "loss", "condition", "latent"], loc="lower left")
+    return fig

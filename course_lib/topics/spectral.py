@@ -546,3 +546,60 @@ def recursive_ncut(w, *, max_ncut: float = 0.2, min_size: int = 20, max_depth: i
         else:
             labels[nodes], next_label = next_label, next_label + 1
     return labels, splits
+
+
+# ---------------------------------------------------------------------------------- schematics
+
+def pca_schematic():
+    """PCA as a pipeline: data, centre, covariance, top-k eigenvectors, projection and reconstruction.
+
+    Taught in chapter 02, A.1 (variance along a direction) to A.5 (the reconstruction error).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(13.3, 3.3, title="PCA: the top-k eigenvectors of the covariance")
+    y = 1.8
+    data = box(ax, 0.95, y, "data $X$\n$(n, d)$", w=1.5, role="data")
+    centre = box(ax, 3.0, y, "centre\n$X_c = X - \\bar x$", w=1.8, role="operation")
+    cov = box(ax, 5.3, y, "covariance\n$S = X_c^\\top X_c / n$", w=2.2, role="operation")
+    eig = box(ax, 7.85, y, "top-$k$ eigenvectors\n$V_k = [w_1 \\dots w_k]$", w=2.3, role="latent")
+    code = box(ax, 10.25, y, "code\n$c = V_k^\\top (x - \\bar x)$", w=1.9, role="latent")
+    recon = box(ax, 12.35, y, "reconstruction\n$\\hat x = \\bar x + V_k c$", w=1.7, role="data")
+    for left, right in zip([data, centre, cov, eig, code], [centre, cov, eig, code, recon]):
+        arrow(ax, left.right, right.left)
+    note(ax, 5.3, y - 0.75, "$(d, d)$: $S w_i = \\lambda_i w_i$")
+    note(ax, 7.85, y - 0.75, "$\\lambda_1 \\geq \\dots \\geq \\lambda_k$: largest variance")
+    note(ax, 10.25, y - 0.75, "$(n, k)$, $k \\ll d$")
+    note(ax, 12.35, y + 0.75, "error $= \\sum_{i > k} \\lambda_i$")
+    legend(ax, ["data", "operation", "latent"], loc="lower left")
+    return fig
+
+
+def ncut_schematic():
+    """Normalized Cut as a pipeline: image, affinity graph W and degrees D, the generalized eigenproblem, the
+    threshold on the second eigenvector, two segments.
+
+    Taught in chapter 02, C.2 (the relaxation), with the pixel graph of D.1 and the threshold of C.6.
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(13, 4.0, title="Normalized Cut: from an image to two segments")
+    y = 2.0
+    image = box(ax, 1.0, y, "image\n$H \\times W$ pixels", w=1.6, role="data")
+    graph = box(ax, 3.55, y, "affinity graph $W$\ndegrees $D$", w=2.1, role="latent")
+    eig = box(ax, 6.4, y, "$(D - W)\\, y = \\lambda D y$", w=2.3, role="operation")
+    thresh = box(ax, 9.15, y, "threshold $y_1$\n$A = \\{i : y_{1,i} > t\\}$", w=2.2, role="operation")
+    segments = box(ax, 11.9, y, "two segments\n$A$, $B$", w=1.7, role="data")
+    arrow(ax, image.right, graph.left)
+    arrow(ax, graph.right, eig.left)
+    arrow(ax, eig.right, thresh.left, text="$y_1$")
+    arrow(ax, thresh.right, segments.left)
+    objective = box(ax, 6.4, 3.3, "relaxes  min $\\mathrm{Ncut}(A, B)$", w=2.8, h=0.5, role="loss")
+    arrow(ax, objective.bottom, eig.top)
+    note(ax, 3.55, y - 0.95, "$w_{ij} = e^{-\\Vert F_i - F_j \\Vert^2 / \\sigma_I^2}\\, e^{-\\Vert X_i - X_j \\Vert^2 / \\sigma_X^2}$\n"
+         "for pixels closer than $r$; $d_i = \\sum_j w_{ij}$")
+    note(ax, 6.4, y - 0.95, "keep $y_1$, the 2nd smallest; sparse: Lanczos\n$\\lambda_0 = 0$, $y_0 = \\mathbf{1}$ is discarded")
+    note(ax, 9.15, y - 0.95, "$t$: the smallest Ncut\namong candidate thresholds")
+    note(ax, 11.9, y - 0.95, "recurse on each\nsegment for more")
+    legend(ax, ["data", "latent", "operation", "loss"], loc="lower left")
+    return fig

@@ -146,3 +146,52 @@ class UNet(nn.Module):
         h = self.up1(torch.cat([self.unpool1(h), h1], 1), emb)        # (N, w1, 14, 14)
         h = self.up0(torch.cat([self.unpool0(h), h0], 1), emb)        # (N, w0, 28, 28)
         return self.out(h)
+
+
+# ------------------------------------------------------------------------------------------ the picture
+
+def schematic():
+    """The U-Net of :class:`UNet`: the down path (28x28 -> 14x14 -> 7x7), the middle with self-attention, the up path
+    that concatenates the skip from the same resolution, and the time embedding (t -> sinusoidal features -> MLP)
+    that enters every residual block as a scale and shift. Returns the matplotlib Figure.
+
+    Taught in chapter 11, G (its parts in G.1-G.4, assembled in G.5).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(14, 8.4, title="the U-Net $\\epsilon_\\theta(x_t, t)$: down, middle with attention, up with skips")
+    left, right, rows = 3.4, 10.6, (6.0, 4.3, 2.6)
+    xt = box(ax, 1.0, 7.2, "$x_t$\n(N, 1, 28, 28)", w=1.5, h=0.8, role="data")
+    out = box(ax, 13.0, 7.2, "$\\hat\\epsilon$\n(N, 1, 28, 28)", w=1.5, h=0.8, role="data")
+    down_text = ["in conv, ResBlock\n$w_0$ channels, 28x28", "ResBlock\n$w_1$ channels, 14x14",
+                 "ResBlock + attention\n$w_2$ channels, 7x7"]
+    up_text = ["cat, ResBlock $\\to w_0$\n28x28, out conv", "cat, ResBlock $\\to w_1$\n14x14",
+               "cat, ResBlock + attention\n$w_2$ channels, 7x7"]
+    downs = [box(ax, left, y, text, w=2.6, h=0.9, role="network") for y, text in zip(rows, down_text)]
+    ups = [box(ax, right, y, text, w=2.6, h=0.9, role="network") for y, text in zip(rows, up_text)]
+    mid = box(ax, 7.0, 1.0, "middle, 7x7:\nResBlock, attention, ResBlock", w=3.2, h=0.9, role="network")
+    arrow(ax, xt.bottom, (downs[0].x - 0.9, downs[0].top[1]))
+    arrow(ax, (ups[0].x + 0.9, ups[0].top[1]), out.bottom)
+    for i in range(2):
+        arrow(ax, downs[i].bottom, downs[i + 1].top, text="stride-2 conv", text_offset=(-0.85, -0.2))
+        arrow(ax, ups[i + 1].top, ups[i].bottom, text="upsample x2, conv", text_offset=(1.05, -0.2))
+    arrow(ax, downs[2].bottom, (mid.left[0] + 0.3, mid.top[1]))
+    arrow(ax, (mid.right[0] - 0.3, mid.top[1]), ups[2].bottom)
+    for d, u in zip(downs, ups):
+        arrow(ax, d.right, u.left, dashed=True, color="#666666", text="skip: concatenate channels",
+              text_offset=(0, 0.05))
+    # the time embedding, top centre: t -> sinusoidal -> MLP -> emb, into every ResBlock
+    t = box(ax, 4.6, 7.6, "$t$", w=0.7, h=0.5, role="condition")
+    sin = box(ax, 6.4, 7.6, "sinusoidal\nfeatures", w=1.7, h=0.6, role="operation")
+    mlp = box(ax, 8.4, 7.6, "MLP $\\to$ emb", w=1.6, h=0.6, role="network")
+    arrow(ax, t.right, sin.left)
+    arrow(ax, sin.right, mlp.left)
+    note(ax, 7.0, 6.75, "emb enters every ResBlock (both paths and the middle)\n"
+                        "as a scale and shift (tag +emb):  $GN(h) \\odot (1 + \\gamma(t)) + b(t)$", fontsize=8.5)
+    for b in downs + ups + [mid]:
+        tag_x = b.x + (b.w / 2 - 0.35 if b in ups or b is mid else -b.w / 2 + 0.35)
+        ax.text(tag_x, b.y + b.h / 2 - 0.05, "+emb", ha="center", va="top", fontsize=7.5, color="#741b47",
+                fontweight="bold")
+    note(ax, 7.0, 0.15, "attention only at 7x7: 49 tokens ($49^2$ pairs, not $784^2$)", fontsize=8)
+    legend(ax, ["data", "network", "operation", "condition"], loc="lower right")
+    return fig

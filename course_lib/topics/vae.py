@@ -64,6 +64,21 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
 
 
+def diagonal_gaussian_kl(mu_q: torch.Tensor, logvar_q: torch.Tensor, mu_p: torch.Tensor,
+                         logvar_p: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu_q, diag(exp(logvar_q))) || N(mu_p, diag(exp(logvar_p)))) per row, in nats: (N, J) x 4 -> (N,).
+
+    Per dimension 1/2 (logvar_p - logvar_q + (sigma_q^2 + (mu_q - mu_p)^2) / sigma_p^2 - 1), summed over J; with
+    mu_p = 0 and logvar_p = 0 it is :func:`gaussian_kl`. A learned or conditional prior needs it. Chapter 08, F.
+    """
+    _check_mu_logvar(mu_q, logvar_q)
+    _check_mu_logvar(mu_p, logvar_p)
+    if mu_q.shape != mu_p.shape:
+        raise ValueError(f"q and p must have the same shape (N, J), got {tuple(mu_q.shape)} and {tuple(mu_p.shape)}")
+    ratio = (logvar_q.exp() + (mu_q - mu_p).pow(2)) * torch.exp(-logvar_p)  # (N, J)
+    return 0.5 * (logvar_p - logvar_q + ratio - 1).sum(dim=1)
+
+
 def log_normal(z: torch.Tensor, mu: torch.Tensor | float = 0.0, logvar: torch.Tensor | float = 0.0) -> torch.Tensor:
     """log N(z; mu, diag(exp(logvar))) summed over the last dimension: (..., J) -> (...). Chapter 08, A.7."""
     mu, logvar = torch.as_tensor(mu, dtype=z.dtype), torch.as_tensor(logvar, dtype=z.dtype)
@@ -208,14 +223,23 @@ def evaluate_elbo(model: ConvVAE, x: torch.Tensor, *, batch_size: int = 1000, se
     return {"neg_elbo": reconstruction + kl, "reconstruction": reconstruction, "kl": kl}
 
 
+def log_importance_weight(logits: torch.Tensor, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor,
+                          logvar: torch.Tensor) -> torch.Tensor:
+    """log w = log p(x | z) + log p(z) - log q(z | x) per image, (N,): the one-sample estimate L^A of the ELBO.
+
+    ``logits`` (N, 1, 28, 28) decoded from ``z`` (N, J), a sample of q = N(mu, diag(exp(logvar))); ``x`` binary.
+    Its mean over z ~ q is the ELBO; log of the mean of exp(log w) is the IWAE bound. Chapter 08, A.6.
+    """
+    return bernoulli_log_likelihood(logits, x) + log_normal(z) - log_normal(z, mu, logvar)
+
+
 def iwae_log_weights(model: ConvVAE, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """log w_k = log p(x | z_k) + log p(z_k) - log q(z_k | x) for k samples z_k ~ q(z | x): (k, N). Chapter 08, A.7."""
     mu, logvar = model.encode(x)  # (N, J) each
     log_w = []
     for _ in range(k):
         z = reparameterize(mu, logvar, generator=generator)  # (N, J)
-        log_px_z = bernoulli_log_likelihood(model.decode(z), x)  # (N,)
-        log_w.append(log_px_z + log_normal(z) - log_normal(z, mu, logvar))
+        log_w.append(log_importance_weight(model.decode(z), x, z, mu, logvar))  # (N,)
     return torch.stack(log_w)  # (k, N)
 
 
@@ -295,3 +319,48 @@ def interpolate(z_a: torch.Tensor, z_b: torch.Tensor, steps: int = 10) -> torch.
     t = torch.linspace(0, 1, steps, dtype=z_a.dtype)[:, None]  # (steps, 1)
     return (1 - t) * z_a[None] + t * z_b[None]
 
+
+
+# ---------------------------------------------------------------------------------- the picture
+
+
+def schematic():
+    """The VAE, drawn: x -> encoder q_phi(z | x) -> (mu, log sigma^2) -> z = mu + sigma * eps with the noise
+    eps ~ N(0, I) entering from the side (the reparameterization) -> decoder p_theta(x | z) -> Bernoulli logits;
+    the loss -ELBO = reconstruction + KL(q || N(0, I)). Returns the matplotlib Figure.
+
+    Drawn in chapter 08, D.2 (the ELBO is derived in A, the KL in B, the reparameterization in C).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(13, 5.4, title="a variational autoencoder: encoder, reparameterized sample, decoder, two loss terms")
+    x = box(ax, 0.9, 3.3, "image $x$\n(1, 28, 28)", w=1.4, h=0.9, role="data")
+    enc = box(ax, 2.9, 3.3, "encoder\n$q_\\phi(z \\mid x)$", w=1.7, h=0.9, role="network")
+    mu = box(ax, 4.9, 3.85, "$\\mu$  (J)", w=1.3, h=0.55, role="latent")
+    logvar = box(ax, 4.9, 2.75, "$\\log \\sigma^2$  (J)", w=1.3, h=0.55, role="latent")
+    reparam = box(ax, 7.0, 3.3, "$z = \\mu + \\sigma \\odot \\epsilon$\n$\\sigma = e^{\\log \\sigma^2 / 2}$",
+                  w=2.0, h=0.9, role="operation")
+    eps = box(ax, 7.0, 4.6, "noise $\\epsilon \\sim \\mathcal{N}(0, I)$", w=2.2, h=0.5, role="latent")
+    dec = box(ax, 9.3, 3.3, "decoder\n$p_\\theta(x \\mid z)$", w=1.7, h=0.9, role="network")
+    out = box(ax, 11.7, 3.3, "reconstruction\nlogits (1, 28, 28)", w=1.9, h=0.9, role="data")
+    arrow(ax, x.right, enc.left)
+    arrow(ax, (enc.right[0], enc.y + 0.2), mu.left)
+    arrow(ax, (enc.right[0], enc.y - 0.2), logvar.left)
+    arrow(ax, mu.right, (reparam.left[0], reparam.y + 0.2))
+    arrow(ax, logvar.right, (reparam.left[0], reparam.y - 0.2))
+    arrow(ax, eps.bottom, reparam.top)
+    arrow(ax, reparam.right, dec.left, text="$z$ (J)")
+    arrow(ax, dec.right, out.left)
+    note(ax, 9.6, 4.6, "the noise enters from the side: gradients\nflow through $\\mu$ and $\\sigma$, not through $\\epsilon$",
+         fontsize=8)
+    rec = box(ax, 10.6, 1.35, "reconstruction  $-\\log p_\\theta(x \\mid z)$\nBCE(logits, target $x$), summed over 784 pixels",
+              w=3.9, h=0.8, role="loss")
+    kl = box(ax, 4.9, 1.35, "rate  KL$(q_\\phi(z \\mid x) \\,||\\, \\mathcal{N}(0, I))$\nclosed form, summed over J",
+             w=3.9, h=0.8, role="loss")
+    total = box(ax, 7.75, 0.4, "$-$ELBO = reconstruction + KL   (nats per image)", w=4.6, h=0.5, role="loss")
+    arrow(ax, out.bottom, (out.x, rec.top[1]))
+    arrow(ax, (logvar.x, logvar.bottom[1]), kl.top, text="$\\mu$, $\\log \\sigma^2$", text_offset=(0.45, -0.1))
+    arrow(ax, kl.bottom, (total.left[0] + 0.4, total.top[1]))
+    arrow(ax, rec.bottom, (total.right[0] - 0.4, total.top[1]))
+    legend(ax, ["data", "network", "latent", "operation", "loss"], loc="lower left")
+    return fig

@@ -9,6 +9,7 @@ attention map can be returned (``return_attention=True``) for the attention widg
 For looking and counting: ``parameter_count`` (the formula), ``multiply_adds`` (from the shapes) and
 ``measured_multiply_adds`` (torch's FlopCounterMode), ``temper_attention``, ``select_attention``,
 ``position_similarity`` and ``mean_attention_distance``; ``course_lib.topics.vit.attention_explorer`` draws them.
+``schematic()`` draws the ViT from pixels to [CLS], ``attention_schematic()`` multi-head attention.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import math
 import ipywidgets as widgets
 import torch
 import torch.nn.functional as F
-from matplotlib.patches import Rectangle
+from matplotlib.patches import FancyBboxPatch, Rectangle
 from torch import nn
 
 from course_lib.core.plotting import overlay_heatmap
@@ -259,6 +260,17 @@ def measured_multiply_adds(model: nn.Module, *inputs) -> int:
     return flops // 2
 
 
+def self_logit_moments(d_k: int, sigma: float) -> torch.Tensor:
+    """Mean and variance of a token's scaled logit with itself, s = q^T q / sqrt(d_k), for q ~ N(0, sigma^2 I) in
+    d_k dimensions: tensor([sqrt(d_k) sigma^2, 2 sigma^4]). Each q_j^2 has mean sigma^2 and variance
+    E[q_j^4] - sigma^4 = 3 sigma^4 - sigma^4 = 2 sigma^4; the d_k terms are independent, so their sum has mean
+    d_k sigma^2 and variance 2 d_k sigma^4, and dividing by sqrt(d_k) divides the variance by d_k.
+
+    Taught in chapter 04, H (exercise 5).
+    """
+    return torch.tensor([math.sqrt(d_k) * sigma**2, 2 * sigma**4])
+
+
 def temper_attention(weights: torch.Tensor, temperature: float) -> torch.Tensor:
     """Attention weights at another softmax temperature, from the weights alone:
     softmax(log(weights) / T) = softmax(logits / T), since log softmax(z) = z - logsumexp(z) and a
@@ -336,12 +348,13 @@ def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int =
     ``images`` (B, C, H, W) in [0, 1]; ``attentions`` a list with one (B, heads, T, T) tensor per layer,
     T = ``prefix_tokens`` + (H / P)(W / P) (what ``ViT.encode(images, return_attention=True)`` returns);
     ``prefix_tokens`` counts the tokens before the patches: 1 for a [CLS] token, 0 for DiT.
-    Controls: the image, the layer, the head ("mean" averages them), the query token (0 is [CLS]
-    when there is one), "attention" or "rollout" (through the layers up to the chosen one, heads
-    averaged), and a softmax temperature T (rows re-softmaxed as softmax(log A / T)).
-    Panels: the image with the query patch framed; the query's attention over the patches on the image
-    (scaled to its own maximum); the same weights unscaled, with a colour bar, and the share that went
-    to the prefix tokens. Returns the widget box of :func:`interactive_figure`.
+    Controls: the image, the layer, the head ("mean" averages them), the query: a prefix token ("[CLS]")
+    or a patch, picked by its ``row`` and ``column`` on the patch grid (token ``prefix + row * W/P + column``),
+    "attention" or "rollout" (through the layers up to the chosen one, heads averaged), and a softmax
+    temperature T (rows re-softmaxed as softmax(log A / T)). ``query`` sets the starting query as a token
+    index (0 is [CLS] when there is one). Panels: the image with the query patch framed; the query's attention
+    over the patches on the image (scaled to its own maximum); the same weights unscaled, with a colour bar, and
+    the share that went to the prefix tokens. Returns the widget box of :func:`interactive_figure`.
     """
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError("images must be a tensor (B, C, H, W); add a batch dimension with images[None]")
@@ -356,30 +369,33 @@ def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int =
         if weights.ndim != 4 or weights.shape[0] != b or weights.shape[-2:] != (tokens, tokens):
             raise ValueError(f"attentions[{i}] has shape {tuple(weights.shape)}; expected ({b}, heads, {tokens}, "
                              f"{tokens}) for {prefix_tokens} prefix token(s) and a {grid[0]}x{grid[1]} patch grid")
+    if not 0 <= query < tokens:
+        raise ValueError(f"query must be a token index in [0, {tokens - 1}], got {query}")
     heads = attentions[0].shape[1]
     titles = list(titles) if titles is not None else [f"image {i}" for i in range(b)]
     if len(titles) != b:
         raise ValueError(f"{b} images but {len(titles)} titles")
+    prefix_names = ["[CLS]"] if prefix_tokens == 1 else [f"prefix {i}" for i in range(prefix_tokens)]
 
     def token_name(q):
         if q < prefix_tokens:
-            return "[CLS]" if prefix_tokens == 1 else f"prefix token {q}"
+            return prefix_names[q]
         row, col = divmod(q - prefix_tokens, grid[1])
         return f"patch (row {row}, col {col})"
 
-    def draw(axes, image, layer, head, query, view, temperature):
+    def draw(axes, image, layer, head, token, row, column, view, temperature):
         head = None if head == "mean" else head
+        query = prefix_names.index(token) if token in prefix_names else prefix_tokens + row * grid[1] + column
         picture = images[image].detach().cpu().float()
-        row = select_attention(attentions, image, layer, head, query, rollout=view == "rollout",
-                               temperature=temperature).cpu()
-        patch_map = row[prefix_tokens:].reshape(grid)
+        weights_row = select_attention(attentions, image, layer, head, query, rollout=view == "rollout",
+                                       temperature=temperature).cpu()
+        patch_map = weights_row[prefix_tokens:].reshape(grid)
         ax_image, ax_overlay, ax_weights = axes
         ax_image.imshow(picture.permute(1, 2, 0).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1)
         if query >= prefix_tokens:
-            r, c = divmod(query - prefix_tokens, grid[1])
-            ax_image.add_patch(Rectangle((c * patch_size - 0.5, r * patch_size - 0.5), patch_size, patch_size,
+            ax_image.add_patch(Rectangle((column * patch_size - 0.5, row * patch_size - 0.5), patch_size, patch_size,
                                          fill=False, color="red", lw=2))
-        ax_image.set_title(f"{titles[image]}; query {token_name(query)}", fontsize=9)
+        ax_image.set_title(f"{titles[image]}\nquery {token_name(query)} = token {query}", fontsize=9)
         ax_image.axis("off")
         which = "rollout, layers 0-" + str(layer % len(attentions)) if view == "rollout" else \
             f"layer {layer % len(attentions)}, " + ("heads averaged" if head is None else f"head {head}")
@@ -387,24 +403,168 @@ def attention_explorer(images, attentions, patch_size: int, prefix_tokens: int =
         ax_overlay.set_title(f"{which}, T = {temperature:.2g}\n(scaled to its maximum)", fontsize=9)
         shown = ax_weights.imshow(patch_map.numpy(), cmap="viridis", vmin=0)
         ax_weights.figure.colorbar(shown, ax=ax_weights, fraction=0.046)
-        prefix_share = float(row[:prefix_tokens].sum()) if prefix_tokens else 0.0
+        prefix_share = float(weights_row[:prefix_tokens].sum()) if prefix_tokens else 0.0
         ax_weights.set_title(f"weights on the {grid[0]}x{grid[1]} patches\n"
                              f"(sum {float(patch_map.sum()):.2f}; prefix tokens {prefix_share:.2f})", fontsize=9)
         ax_weights.set_xticks([])
         ax_weights.set_yticks([])
 
+    start_row, start_column = divmod(query - prefix_tokens, grid[1]) if query >= prefix_tokens else (grid[0] // 2, grid[1] // 2)
+    token_options = prefix_names + ["patch"]
     # "mean" as a string, not None: a Dropdown whose value is None shows no selection at all.
     head_options = [("mean", "mean")] + [(str(h), h) for h in range(heads)]
     controls = dict(
         image=widgets.IntSlider(value=image, min=0, max=b - 1, description="image"),
         layer=widgets.IntSlider(value=layer % len(attentions), min=0, max=len(attentions) - 1, description="layer"),
         head=widgets.Dropdown(options=head_options, value="mean" if head is None else head, description="head"),
-        query=widgets.IntSlider(value=query, min=0, max=tokens - 1, description="query token"),
+        token=widgets.ToggleButtons(options=token_options, description="query",
+                                    value=prefix_names[query] if query < prefix_tokens else "patch",
+                                    disabled=not prefix_tokens),
+        row=widgets.IntSlider(value=start_row, min=0, max=grid[0] - 1, description="query row"),
+        column=widgets.IntSlider(value=start_column, min=0, max=grid[1] - 1, description="query column"),
         view=widgets.ToggleButtons(options=["attention", "rollout"] if rollout else ["attention"],
                                    value="attention", description="view"),
         temperature=widgets.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.05, description="T",
                                            disabled=not temperature),
     )
+
+    def enable_patch_sliders(change=None):
+        """Row and column pick a patch; they are greyed out while the query is a prefix token."""
+        for name in ("row", "column"):
+            controls[name].disabled = controls["token"].value != "patch"
+
+    enable_patch_sliders()
+    controls["token"].observe(enable_patch_sliders, names="value")
     box = interactive_figure(draw, ncols=3, figsize=figsize, **controls)
-    box.children[0].layout.flex_flow = "row wrap"  # six controls: let them wrap on a narrow screen
+    box.children[0].layout.flex_flow = "row wrap"  # eight controls: let them wrap on a narrow screen
     return box
+
+
+# ------------------------------------------------------------------------------------------------ schematics
+
+def _patch_grid(ax, x: float, y: float, size: float, cells: int, *, label: str | None = None) -> None:
+    """A small image cut into ``cells`` x ``cells`` patches, centred at (x, y): the picture of patchify."""
+    step = size / cells
+    for r in range(cells):
+        for c in range(cells):
+            shade = 0.35 + 0.5 * ((r + 2 * c) % 3) / 2  # a few grey levels, so the squares read as patches
+            ax.add_patch(Rectangle((x - size / 2 + c * step, y + size / 2 - (r + 1) * step), step, step,
+                                facecolor=str(shade), edgecolor="white", linewidth=1.2))
+    if label:
+        ax.text(x, y - size / 2 - 0.12, label, ha="center", va="top", fontsize=8)
+
+
+def _elbow(ax, points, end, label: str | None = None) -> None:
+    """A path along ``points`` (line segments) ending in an arrow to ``end``: a residual connection."""
+    from course_lib.core.diagram import arrow
+
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, color="#333333", linewidth=1.3)
+    arrow(ax, points[-1], end)
+    if label:
+        middle = ((points[1][0] + points[2][0]) / 2, points[1][1])
+        ax.text(middle[0], middle[1] + (0.06 if middle[1] > end[1] else -0.06), label, ha="center",
+                va="bottom" if middle[1] > end[1] else "top", fontsize=7, color="#333333")
+
+
+def schematic():
+    """The Vision Transformer from pixels to [CLS]: patches, linear patch embedding, [CLS] prepended, position
+    embeddings added, L pre-norm encoder blocks, and the head on the [CLS] token. Taught in chapter 04, D.1.
+
+    Returns the matplotlib Figure (drawn with ``course_lib.core.diagram``).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(14, 6.4, title="ViT: an image as a sequence of patch tokens (chapter 04, D.1)")
+    # top row: pixels -> tokens
+    y = 4.55
+    _patch_grid(ax, 0.95, y, 1.3, 4, label="image $x$, $C \\times H \\times W$")
+    split = box(ax, 3.05, y, "patchify\n$N = HW / P^2$ patches\n$x_p \\in \\mathbb{R}^{N \\times P^2 C}$",
+                w=2.1, h=1.0, role="operation")
+    arrow(ax, (1.65, y), split.left)
+    embed = box(ax, 5.6, y, "linear patch embedding\n$x_p^n E$, $E \\in \\mathbb{R}^{P^2 C \\times D}$",
+                w=2.3, h=1.0, role="network")
+    arrow(ax, split.right, embed.left)
+    prepend = box(ax, 8.35, y, "prepend [CLS] $x_{class}$\nadd positions $E_{pos}$\n($N + 1$ rows)",
+                  w=2.3, h=1.0, role="network")
+    arrow(ax, embed.right, prepend.left)
+    # the token sequence z_0: [CLS] then N patch tokens
+    ax.text(11.9, y + 0.75, "$z_0$: $N + 1$ tokens of width $D$", ha="center", va="bottom", fontsize=8)
+    for i in range(8):
+        role = "network" if i == 0 else "latent"  # [CLS] is a learned vector
+        box(ax, 10.35 + i * 0.45, y, "CLS" if i == 0 else ("..." if i == 6 else str(i if i < 6 else "N")),
+            w=0.38, h=0.7, role=role, fontsize=6 if i == 0 else 7)
+    arrow(ax, prepend.right, (10.12, y))
+
+    # bottom row: L encoder blocks, then the head on [CLS]
+    yb = 1.75
+    ax.add_patch(FancyBboxPatch((0.45, yb - 1.0), 7.9, 2.1, boxstyle="round,pad=0.02,rounding_size=0.15",
+                                facecolor="none", edgecolor="#2a6099", linewidth=1.2, linestyle="--"))  # the block
+    ax.text(0.6, yb + 0.95, "encoder block, repeated $L$ times (pre-norm)", ha="left", va="center", fontsize=8,
+            color="#2a6099")
+    arrow(ax, (11.9, y - 0.4), (11.9, 3.2))
+    arrow(ax, (11.9, 3.2), (0.2, 3.2), color="#333333")
+    arrow(ax, (0.2, 3.2), (0.2, yb), color="#333333")
+    norm1 = box(ax, 1.25, yb, "LayerNorm", w=1.2, h=0.6, role="operation")
+    arrow(ax, (0.2, yb), norm1.left)
+    attention = box(ax, 2.85, yb, "multi-head\nattention", w=1.5, h=0.75, role="network")
+    arrow(ax, norm1.right, attention.left)
+    plus1 = box(ax, 4.0, yb, "+", w=0.4, h=0.4, role="operation", fontsize=11)
+    arrow(ax, attention.right, plus1.left)
+    _elbow(ax, [(0.45, yb), (0.45, yb + 0.7), (plus1.x, yb + 0.7)], plus1.top, "residual")
+    norm2 = box(ax, 5.0, yb, "LayerNorm", w=1.2, h=0.6, role="operation")
+    arrow(ax, plus1.right, norm2.left)
+    mlp = box(ax, 6.5, yb, "MLP\n$D \\to M \\to D$, GELU", w=1.5, h=0.75, role="network")
+    arrow(ax, norm2.right, mlp.left)
+    plus2 = box(ax, 7.75, yb, "+", w=0.4, h=0.4, role="operation", fontsize=11)
+    arrow(ax, mlp.right, plus2.left)
+    _elbow(ax, [(4.3, yb), (4.3, yb - 0.7), (plus2.x, yb - 0.7)], plus2.bottom, "residual")
+    cls_out = box(ax, 9.35, yb, "[CLS] output\n$z_L^0$", w=1.4, h=0.75, role="latent")
+    arrow(ax, plus2.right, cls_out.left)
+    ax.text((plus2.right[0] + cls_out.left[0]) / 2 + 0.05, yb + 0.12, "token 0", ha="center", va="bottom", fontsize=7)
+    head = box(ax, 11.2, yb, "LayerNorm +\nlinear head", w=1.5, h=0.75, role="network")
+    arrow(ax, cls_out.right, head.left)
+    logits = box(ax, 12.9, yb, "logits\n$K$ classes", w=1.3, h=0.75, role="data")
+    arrow(ax, head.right, logits.left)
+    note(ax, 4.4, 0.45, "every token attends to every token; LayerNorm and the MLP act on each token alone")
+    note(ax, 11.2, 0.85, "tiny ViT: $P = 4$, $N = 49$, $D = 64$, $L = 4$, 4 heads")
+    legend(ax, ["data", "operation", "network", "latent"], loc="lower right")
+    return fig
+
+
+def attention_schematic():
+    """Multi-head scaled dot-product attention: one linear map gives q, k and v, each head computes
+    softmax(q k^T / sqrt(D_h)) v on its D_h = D / h columns, the heads are concatenated and mixed by U_msa.
+    Taught in chapter 04, C (the attention of one head: chapter 04, B).
+
+    Returns the matplotlib Figure (drawn with ``course_lib.core.diagram``).
+    """
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(13, 5.2, title="multi-head scaled dot-product attention (chapter 04, B and C)")
+    y_q, y_k, y_v = 3.7, 2.6, 1.5
+    tokens = box(ax, 0.95, y_k, "tokens $z$\n$T \\times D$", w=1.4, h=0.9, role="data")
+    qkv = box(ax, 2.95, y_k, "linear $U_{qkv}$\n$D \\to 3D$,\nsplit into\n$h$ heads", w=1.5, h=1.6, role="network")
+    arrow(ax, tokens.right, qkv.left)
+    q = box(ax, 5.0, y_q, "$q$: $T \\times D_h$", w=1.5, h=0.6, role="latent")
+    k = box(ax, 5.0, y_k, "$k$: $T \\times D_h$", w=1.5, h=0.6, role="latent")
+    v = box(ax, 5.0, y_v, "$v$: $T \\times D_h$", w=1.5, h=0.6, role="latent")
+    for target in (q, k, v):
+        arrow(ax, qkv.right, target.left)
+    scores = box(ax, 7.1, 3.15, "$q k^T / \\sqrt{D_h}$\n$T \\times T$ logits", w=1.7, h=0.8, role="operation")
+    arrow(ax, q.right, scores.left)
+    arrow(ax, k.right, scores.left)
+    softmax = box(ax, 9.0, 3.15, "softmax\nover each row\n= weights $A$", w=1.5, h=0.9, role="operation")
+    arrow(ax, scores.right, softmax.left)
+    mix = box(ax, 9.0, 1.5, "$A v$\nweighted average\nof value rows", w=1.7, h=0.9, role="operation")
+    arrow(ax, softmax.bottom, mix.top)
+    arrow(ax, v.right, mix.left)
+    concat = box(ax, 11.0, 1.5, "concatenate\nthe $h$ heads\n$T \\times D$", w=1.5, h=0.9, role="operation")
+    arrow(ax, mix.right, concat.left)
+    out = box(ax, 11.0, 3.15, "linear $U_{msa}$\n$D \\to D$\n= MSA$(z)$", w=1.5, h=0.9, role="network")
+    arrow(ax, concat.top, out.bottom)
+    note(ax, 7.9, 4.45, "per head, $h$ heads side by side, $D_h = D / h$")
+    note(ax, 4.0, 0.55, "parameters $4D^2 + 4D$ for any number of heads; the $1 / \\sqrt{D_h}$ keeps the logits' "
+         "variance near 1 (B.1)")
+    legend(ax, ["data", "network", "latent", "operation"], loc="lower right")
+    return fig

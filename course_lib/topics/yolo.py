@@ -169,3 +169,47 @@ class TinyYOLO(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h = torch.relu(self.down(self.backbone.features(images, "conv3")))           # (N, c3, S, S)
         return self.out(h).permute(0, 2, 3, 1)                                      # (N, S, S, 5B + C)
+
+
+def schematic():
+    """YOLOv1 as a picture: one CNN pass to an S x S grid; each cell predicts B boxes, each with its own confidence,
+    and one set of C class probabilities; scores p(c) C_j, then NMS. Drawn in chapter 06, B.1.
+
+    Returns the matplotlib Figure.
+    """
+    from matplotlib.patches import Rectangle
+
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(12, 5.2, title="YOLOv1: the set as an S x S grid")
+    image = box(ax, 1.0, 3.3, "image\n48 x 48", w=1.4, h=0.9, role="data")
+    cnn = box(ax, 3.0, 3.3, "CNN\n(SmallCNN, conv)", w=1.7, h=0.9, role="network")
+    arrow(ax, image.right, cnn.left)
+    # the S x S grid, one cell (the one holding the object's centre) highlighted
+    s, cell, x0, y0 = 6, 0.3, 4.6, 2.4
+    for r in range(s):
+        for c in range(s):
+            responsible = (r, c) == (2, 3)
+            ax.add_patch(Rectangle((x0 + c * cell, y0 + r * cell), cell, cell, facecolor="#f4cccc" if responsible
+                                   else "#d9ead3", edgecolor="#38761d", linewidth=0.8))
+    ax.plot([x0 + 3.5 * cell], [y0 + 2.5 * cell], "r+", ms=9, mew=2)
+    arrow(ax, cnn.right, (x0, 3.3))
+    note(ax, x0 + 0.9, y0 - 0.3, "S x S x (5B + C)\n(here 6 x 6 x 13)")
+    note(ax, x0 + 0.9, y0 + 2.05, "the cell holding the centre (+)\nis responsible for the object")
+    # one cell's numbers
+    p0 = box(ax, 8.3, 4.1, "box 1: x, y, w, h, $C_1$", w=2.4, h=0.5, role="latent")
+    p1 = box(ax, 8.3, 3.4, "box 2: x, y, w, h, $C_2$", w=2.4, h=0.5, role="latent")
+    pc = box(ax, 8.3, 2.7, "p(1), ..., p(C): one set per cell", w=2.9, h=0.5, role="latent")
+    arrow(ax, (x0 + 4 * cell, y0 + 2.5 * cell), p1.left)
+    note(ax, 10.9, 3.75, "B boxes,\neach with its\nown confidence\n$C_j \\to$ Pr(obj) x IoU", ha="center")
+    score = box(ax, 8.3, 1.5, "score = p(c) x $C_j$, threshold,\nper-class NMS (A.4)", w=3.2, h=0.7, role="operation")
+    arrow(ax, pc.bottom, score.top)
+    out = box(ax, 11.0, 1.5, "boxes +\nclasses", w=1.4, h=0.7, role="data")
+    arrow(ax, score.right, out.left)
+    target = box(ax, 1.6, 1.2, "targets (S, S, 5 + C):\nx, y, w, h, 1, one-hot", w=2.6, h=0.7, role="data")
+    loss = box(ax, 4.9, 1.2, "YOLO loss: 5 sum-squared terms\nbox terms only for the\npredictor with the best IoU",
+               w=3.2, h=0.9, role="loss")
+    arrow(ax, target.right, loss.left)
+    arrow(ax, (x0 + 0.9, y0 - 0.55), loss.top)
+    legend(ax, ["data", "network", "latent", "operation", "loss"], loc="lower right")
+    return fig

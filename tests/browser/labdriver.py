@@ -347,6 +347,26 @@ def math_problems(report: dict, source_has_math: bool) -> list[str]:
     return problems
 
 
+IMAGE_REPORT = f"""() => {{
+    const broken = [];
+    {NOTEBOOK}.content.widgets.forEach((cell, index) => {{
+        cell.node.querySelectorAll('img').forEach(img => {{
+            if (img.complete && img.naturalWidth === 0) broken.push([index, (img.getAttribute('src') || '').slice(0, 80)]);
+        }});
+    }});
+    return broken; }}"""
+
+
+def image_problems(page, settle: float = 1.0, timeout: float = 30) -> list[str]:
+    """Images (markdown pictures, figure outputs) that the browser could not show: a missing file, a bad data URI."""
+    deadline = time.monotonic() + timeout
+    broken = page.evaluate(IMAGE_REPORT)
+    while broken and time.monotonic() < deadline:  # an image still loading is not broken yet
+        time.sleep(settle)
+        broken = page.evaluate(IMAGE_REPORT)
+    return [f"cell {i}: broken image {src!r} (the browser cannot show it)" for i, src in broken]
+
+
 # --- the whole check -------------------------------------------------------------------------------------------
 
 def has_math(notebook_path: Path) -> bool:
@@ -360,7 +380,7 @@ def notebook_problems(page, server: LabServer, name: str, screenshots: Path, run
                       widget_timeout: float = 60) -> list[str]:
     """Open ``name`` (a notebook in the server's root), Run All, and say what a learner would see go wrong.
 
-    Checks, in order: no cell raised or was left unrun, every widget drawn, all math typeset, and, if
+    Checks, in order: no cell raised or was left unrun, every widget drawn, all math typeset, every image shown, and, if
     the notebook ran through, one control of every widget moved redraws its figure. Screenshots:
     ``after-run-all.png`` and each widget before and after the move. The kernel is shut down after.
     """
@@ -373,6 +393,7 @@ def notebook_problems(page, server: LabServer, name: str, screenshots: Path, run
     ran_through = not problems  # moving the widgets of a notebook that stopped early would only repeat that
     problems += widget_problems(page, cells)
     problems += math_problems(math_report(page), has_math(server.root / name))
+    problems += image_problems(page)
     if ran_through:
         problems += move_widgets(page, cells, screenshots=screenshots, timeout=widget_timeout)
     shutdown_kernel(page)

@@ -29,6 +29,7 @@ BROKEN = {
     "latex_undefined_command": ("A typo: $\\alpah + 1$.", ["1 + 1"], "undefined TeX command '\\\\alpah'"),
     "latex_missing_brace": ("A typo: $\\frac{a}{b$ is left open.", ["1 + 1"], "TeX left as text"),
     "latex_display_missing_brace": ("$$\n\\sum_i x_i^{2\n$$", ["1 + 1"], "TeX left as text"),
+    "image_broken": ("A schematic that is not there: ![the model](missing_schematic.svg)", ["1 + 1"], "broken image"),
     "cell_error": ("No math.", ["1 + 1", "raise ValueError('a deliberate error')", "2 + 2"],
                    "raised ValueError: a deliberate error"),
     "widget_model_missing": ("No math.", [
