@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 22
+#         seconds: 24
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert)
 #         measured: '2026-11-23'
@@ -34,7 +34,8 @@
 # chapter builds every piece from scratch and checks it by a number (patches, scaled dot-product attention and its
 # $1/\sqrt{d_k}$, multi-head attention, the class token, position embeddings), trains a tiny ViT on MNIST, looks inside a
 # trained one (attention maps, attention rollout, position embeddings, temperature), and ends with CvT (Wu et al. 2021),
-# which puts convolutions back in and drops the position embeddings.
+# which puts convolutions back in and drops the position embeddings, and Swin's attention inside shifted windows (Liu et al.
+# 2021), whose cost grows linearly with the image.
 #
 # **Goals.** After this chapter you can
 # - patchify an image and invert it, and say why a patch embedding is a strided convolution;
@@ -47,6 +48,8 @@
 #   (a property of a table of vectors) from attention (a property of an image);
 # - explain CvT's convolutional token embedding and convolutional projection, count its multiply-adds by hand and
 #   with `FlopCounterMode`, and compare a ViT, a CvT and a CNN on the same small budget.
+# - build Swin's window attention and its shifted windows (cyclic shift, region mask, reverse shift), check it against
+#   global attention with an explicit mask, and count its cost: linear in the number of tokens instead of quadratic.
 #
 # **Prerequisites.** Chapter 01 (softmax, cross entropy from logits, `fit`). Chapter 03 (convolution arithmetic:
 # kernel, stride, padding, output size). Matrix products and their shapes; mean and variance of a sum of independent
@@ -58,7 +61,8 @@
 # **Core path.** See it work first (5 min), patches and the patch embedding (A, A.1: 10 min), scaled dot-product
 # attention and its scale (B, B.1, B.2: 20 min), multi-head attention (C: 10 min), the ViT (D.1-D.4: 20 min), training it
 # (E: 10 min) and inside the trained ViT (F, F.1, F.2, F.3: 20 min): about 95 min, plus the discussion (I). Optional deep
-# dives that a first reading can skip: E.1 (Fashion-MNIST), F.4 (softmax temperature) and all of G (CvT: G.1-G.4).
+# dives that a first reading can skip: E.1 (Fashion-MNIST), F.4 (softmax temperature) and all of G (CvT: G.1-G.4;
+# Swin's attention in shifted windows: G.5).
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -66,7 +70,7 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 22 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 24 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the tiny ViT for 2,200 steps (batch 128, all 60,000 digits; 4 min 41 s, 98.3% test accuracy); Fashion-MNIST 600 steps (82.7%); ViT, CvT and CNN 300 steps each on 5,000 digits (with Fashion-MNIST about 4 min) | 9 min 7 s, measured 2026-11-23 on 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert) |
 # | `gpu` | the shipped recipe (7,000 steps, digits shifted by up to 2 pixels); Fashion-MNIST 3,000 steps; ViT, CvT and CNN 1,500 steps each | not measured: no GPU where the course was timed |
 #
@@ -1282,6 +1286,200 @@ plt.show()
 # *equivariant* (G.1), a classifier built from them is invariant only if its last steps pool over positions. (The shipped ViT
 # was trained with random shifts of up to 2 pixels, the usual remedy: learn the invariance from data.)
 #
+# ### G.5 Swin: attention inside shifted windows (optional deep dive)
+#
+# Global attention over the $hw$ tokens of an $h \times w$ map compares every token with every other: its two products cost
+# $2(hw)^2 C$ multiply-adds, quadratic in the number of tokens, so four times the pixels cost sixteen times the attention. Swin (Liu
+# et al. 2021) builds locality in a third way: attention only **inside non-overlapping $M \times M$ windows** ($M = 7$ in the paper),
+# which is linear in $hw$, and in every second block the windows are **shifted by $\lfloor M/2 \rfloor$** so that information crosses the
+# window borders. (Swin also merges $2 \times 2$ neighbouring tokens between stages, $4C \to 2C$ channels, a hierarchy like CvT's, and
+# adds a learned relative position bias to the logits; this section builds the attention alone, without the bias.)
+# Two consecutive blocks (`course_lib.topics.vit.swin_schematic()`):
+
+# %%
+course_lib.topics.vit.swin_schematic()
+plt.show()
+
+# %% [markdown]
+# **Windows.** Cut a $(B, H, W, C)$ map into $M \times M$ windows, each a short sequence of $M^2$ tokens, and stack the windows into the batch;
+# the reverse puts them back. The same reshape, permute, reshape as `patchify` in A, on tokens instead of pixels:
+
+# %%
+def my_window_partition(x, window):
+    """(B, H, W, C) -> (B * H/M * W/M, M*M, C): windows row-major, tokens row-major inside each window."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // window, window, w // window, window, c)  # (B, H/M, M, W/M, M, C)
+    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, H/M, W/M, M, M, C): window index first
+    return x.reshape(-1, window * window, c)  # (B * nW, M*M, C)
+
+
+def my_window_reverse(windows, window, h, w):
+    """(B * H/M * W/M, M*M, C) -> (B, H, W, C)."""
+    c = windows.shape[-1]
+    x = windows.reshape(-1, h // window, w // window, window, window, c)  # (B, H/M, W/M, M, M, C)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)  # (B, H/M, M, W/M, M, C) -> (B, H, W, C)
+
+
+generator = seed_everything(10)
+feature_map = torch.randn(2, 8, 12, 32, generator=generator)  # (B, H, W, C): an 8 x 12 map of 32-channel tokens
+my_windows = my_window_partition(feature_map, 4)  # (2 * 2 * 3, 16, 32)
+assert torch.equal(my_windows, course_lib.topics.vit.window_partition(feature_map, 4))
+assert torch.equal(my_window_reverse(my_windows, 4, 8, 12), feature_map)
+assert torch.equal(my_windows[1], feature_map[0, 0:4, 4:8].reshape(16, 32))  # window 1 = rows 0-3, columns 4-7
+print(f"map {tuple(feature_map.shape)} -> windows {tuple(my_windows.shape)} -> back to {tuple(feature_map.shape)}")
+
+# %% [markdown]
+# **The shifted windows.** Shifting the window grid by $s = \lfloor M/2 \rfloor$ cuts the map into more, smaller windows at the borders
+# ($\lceil h/M \rceil + 1$ per side instead of $\lceil h/M \rceil$). Swin keeps the number of windows by a **cyclic shift**: `torch.roll` moves the
+# map $s$ rows up and $s$ columns left, the first $s$ rows and columns wrap around to the bottom and right, and the regular partition of the
+# rolled map *is* the shifted partition. A window at the bottom or the right edge now holds tokens that were far apart (the wrapped-around ones
+# and their new neighbours), so a **mask** lets a token attend only to tokens of its own region: label the rolled map's rows $0 \dots h - M - 1$,
+# $h - M \dots h - s - 1$ and $h - s \dots h - 1$ as 0, 1, 2, the same for the columns, and allow a pair only if both labels agree. After
+# attention, `torch.roll` by $+s$ puts every token back.
+
+# %%
+def my_region_labels(h, w, window, shift):
+    """(H, W) labels 0..8 of the rolled map: 3 * row region + column region; different labels were not neighbours."""
+    row_region = (torch.arange(h) >= h - window).long() + (torch.arange(h) >= h - shift).long()  # (H,) 0, 1 or 2
+    col_region = (torch.arange(w) >= w - window).long() + (torch.arange(w) >= w - shift).long()  # (W,)
+    return 3 * row_region[:, None] + col_region[None, :]  # (H, W)
+
+
+def my_window_attention(x, qkv, proj, heads, window, shift=0):
+    """x (B, H, W, C) -> (B, H, W, C): multi-head attention inside M x M windows, shifted cyclically by `shift` first."""
+    b, h, w, c = x.shape
+    if shift:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))  # row `shift` becomes row 0, rows 0..shift-1 wrap to the bottom
+    windows = my_window_partition(x, window)  # (B * nW, M², C)
+    q, k, v = qkv(windows).reshape(-1, window**2, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 x (B nW, heads, M², C_h)
+    mask = None
+    if shift:
+        label_windows = my_window_partition(my_region_labels(h, w, window, shift)[None, :, :, None], window)[..., 0]  # (nW, M²)
+        mask = (label_windows[:, :, None] == label_windows[:, None, :]).repeat(b, 1, 1)[:, None]  # (B nW, 1, M², M²)
+    out, _ = my_attention(q, k, v, mask)  # (B nW, heads, M², C_h)
+    out = proj(out.transpose(1, 2).reshape(-1, window**2, c))  # concatenate the heads: (B nW, M², C)
+    out = my_window_reverse(out, window, h, w)  # (B, H, W, C)
+    return torch.roll(out, shifts=(shift, shift), dims=(1, 2)) if shift else out  # the reverse shift
+
+
+print(my_region_labels(8, 8, 4, 2))
+
+# %% [markdown]
+# **A numeric check.** Window attention, shifted or not, is ordinary global attention over all $hw$ tokens (in their original order) with
+# a mask: a pair may attend if and only if both tokens land in the same window of the rolled map *and* have the same region label. The naive
+# version below builds that $hw \times hw$ mask explicitly, token by token, and runs `my_attention` from B.2 on the whole sequence. Without
+# a shift the mask is block-diagonal once the tokens are sorted by window; with a shift it is not. Both must agree with the windowed
+# computation, and with `course_lib.topics.vit.WindowAttention` given the same weights:
+
+# %%
+def naive_window_mask(h, w, window, shift):
+    """(H*W, H*W) bool over the tokens in their original row-major order: True where a query may attend."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")  # original positions, (H, W) each
+    rolled_rows, rolled_cols = (rows - shift) % h, (cols - shift) % w  # where each token lands after the roll
+    window_id = ((rolled_rows // window) * (w // window) + rolled_cols // window).flatten()  # (H*W,)
+    region = my_region_labels(h, w, window, shift)[rolled_rows, rolled_cols].flatten()  # (H*W,)
+    return (window_id[:, None] == window_id[None, :]) & (region[:, None] == region[None, :])
+
+
+def naive_masked_attention(x, qkv, proj, heads, allowed):
+    """Global multi-head attention over all H*W tokens with an explicit (H*W, H*W) mask: (B, H, W, C) -> (B, H, W, C)."""
+    b, h, w, c = x.shape
+    q, k, v = qkv(x.reshape(b, h * w, c)).reshape(b, h * w, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # 3 x (B, heads, N, C_h)
+    out, _ = my_attention(q, k, v, allowed)  # (B, heads, N, C_h)
+    return proj(out.transpose(1, 2).reshape(b, h * w, c)).reshape(b, h, w, c)
+
+
+library_window = course_lib.topics.vit.WindowAttention(32, heads=4, window=4)
+qkv_linear, proj_linear = library_window.attention.qkv, library_window.attention.proj
+with torch.no_grad():
+    for shift in (0, 2):
+        windowed = my_window_attention(feature_map, qkv_linear, proj_linear, 4, 4, shift)
+        allowed = naive_window_mask(8, 12, 4, shift)  # (96, 96)
+        naive = naive_masked_attention(feature_map, qkv_linear, proj_linear, 4, allowed)
+        gap_naive = (windowed - naive).abs().max().item()
+        gap_library = (windowed - library_window(feature_map, shift)).abs().max().item()
+        print(f"shift {shift}: windowed vs naive masked attention {gap_naive:.1e}, vs WindowAttention {gap_library:.1e}; "
+              f"each query sees {allowed.sum(1).float().mean():.1f} of 96 tokens on average")
+        assert gap_naive < 1e-5 and gap_library < 1e-5
+        if shift == 0:  # sort the tokens by window: the mask becomes 6 blocks of 16 x 16 ones on the diagonal
+            order = my_window_partition(torch.arange(96).reshape(1, 8, 12, 1), 4).flatten()  # token indices, window by window
+            assert torch.equal(allowed[order][:, order], torch.block_diag(*[torch.ones(16, 16, dtype=torch.bool)] * 6))
+
+# %% [markdown]
+# Which token attends to which, on an $8 \times 8$ map with $M = 4$ and $s = 2$: left, the regular windows of block $l$; middle, the windows of
+# block $l + 1$ drawn on the original positions (same colour = same window of the rolled map), with the tokens that two queries (stars) see
+# marked by dots; right, the mask of the bottom-right window of the rolled map (16 tokens from four regions that were never neighbours).
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
+rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+for ax, shift, title in [(axes[0], 0, "block l: 4 windows of 4 x 4"), (axes[1], 2, "block l + 1: windows shifted by 2")]:
+    rolled_rows, rolled_cols = (rows - shift) % 8, (cols - shift) % 8
+    window_id = (rolled_rows // 4) * 2 + rolled_cols // 4  # (8, 8), in original positions
+    ax.imshow(window_id, cmap="Pastel1", vmin=0, vmax=8)
+    allowed = naive_window_mask(8, 8, 4, shift)  # (64, 64)
+    for query, colour in [(3 * 8 + 3, "C0"), (0, "C3")]:
+        seen = allowed[query].reshape(8, 8).nonzero()
+        ax.scatter(seen[:, 1] + (0.15 if colour == "C3" else -0.15), seen[:, 0], s=18, color=colour)
+        ax.scatter(query % 8, query // 8, marker="*", s=260, color=colour, edgecolor="black")
+    ax.set(title=title, xticks=range(8), yticks=range(8))
+corner_mask = course_lib.topics.vit.shifted_window_mask(8, 8, 4, 2)[-1]  # (16, 16): the bottom-right window
+axes[2].imshow(corner_mask, cmap="gray_r")
+axes[2].set(title="mask of the bottom-right rolled window", xlabel="key (token in the window)", ylabel="query")
+plt.show()
+
+# %% [markdown]
+# The blue query (row 3, column 3) sees its own $4 \times 4$ window in block $l$ and, in block $l + 1$, a window that straddles all four old
+# windows: two blocks carry information across the borders. The red query (row 0, column 0) sits in a wrapped-around corner: after the roll it is
+# in the bottom-right window with tokens from the opposite edges, and the mask leaves it the $2 \times 2$ tokens that really are its neighbours.
+#
+# **The cost.** Per layer, with $hw$ tokens of width $C$ (Liu et al. 2021, eq. 1 and 2; $q$, $k$, $v$ and the output projection give $4hwC^2$):
+#
+# $$
+# \Omega(\text{MSA}) = 4hwC^2 + 2(hw)^2 C, \qquad \Omega(\text{W-MSA}) = 4hwC^2 + 2M^2 hwC .
+# $$
+#
+# The shift and the mask add no multiply-adds. `course_lib.topics.vit.attention_multiply_adds` is the formula; `FlopCounterMode` measures the
+# library modules on the `meta` device (shapes only), with $C = 96$ and $M = 7$ as in Swin-T's first stage (a $56 \times 56$ map at $224^2$):
+
+# %%
+C_swin, M_swin = 96, 7
+with torch.device("meta"):
+    global_msa = MultiHeadAttention(C_swin, 3)
+    window_msa = course_lib.topics.vit.WindowAttention(C_swin, 3, M_swin)
+print(f"{'map':>9s} {'MSA (formula)':>15s} {'(measured)':>15s} {'SW-MSA (formula)':>17s} {'(measured)':>15s} {'ratio':>6s}")
+for side in (14, 28, 56):
+    x_meta = torch.empty(1, side, side, C_swin, device="meta")
+    measured_global = measured_multiply_adds(global_msa, x_meta.reshape(1, side * side, C_swin))
+    measured_window = measured_multiply_adds(window_msa, x_meta, M_swin // 2)
+    formula_global = course_lib.topics.vit.attention_multiply_adds(side, side, C_swin)
+    formula_window = course_lib.topics.vit.attention_multiply_adds(side, side, C_swin, window=M_swin)
+    assert (formula_global, formula_window) == (measured_global, measured_window)
+    print(f"{side:4d}x{side:<4d} {formula_global:15,} {measured_global:15,} {formula_window:17,} {measured_window:15,} "
+          f"{formula_global / formula_window:6.1f}")
+assert abs(formula_global / formula_window - 13.8) < 0.05  # side 56, the last row: the number quoted below
+
+sides = np.arange(7, 225, 7)
+fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
+ax.plot(sides, [course_lib.topics.vit.attention_multiply_adds(s, s, C_swin) / 1e9 for s in sides], label="global MSA")
+ax.plot(sides, [course_lib.topics.vit.attention_multiply_adds(s, s, C_swin, window=M_swin) / 1e9 for s in sides],
+        label="(shifted) window MSA, M = 7")
+ax.set(xlabel="side of the token map (h = w)", ylabel="G multiply-adds per layer", yscale="log",
+       title="one attention layer, C = 96: quadratic against linear in hw")
+ax.legend()
+plt.show()
+
+# %% [markdown]
+# At $56 \times 56$ global attention costs 13.8 times the windowed layer, and the gap grows with $hw$ (the ratio is
+# $(4C + 2hw) / (4C + 2M^2)$). What the windows give up: a token sees $M^2 = 49$ others per layer instead of all of them, and reaches far
+# tokens only through the shifts over several blocks and through patch merging.
+#
+# > **Common confusion:** a common reading is "Swin's shifted windows overlap, like a sliding window". In fact the windows of each block tile
+# > the map without overlap; it is the two *consecutive* partitions that overlap each other. Another: "the cyclic shift lets the left and right
+# > edges of the image attend to each other". The mask exists to stop exactly that; with the mask, SW-MSA equals the naive masked attention above,
+# > in which no pair across the wrap-around is allowed. And the shift is $\lfloor M/2 \rfloor$ tokens, not pixels: 3 tokens of $4 \times 4$ pixels
+# > in Swin-T's first stage.
+#
 # ---
 # ## H. Exercises
 #
@@ -1421,6 +1619,45 @@ for d_k in (4, 16, 64, 256):
     print(f"{d_k:4d} {shared:28.3f} {separate:22.3f}")
 
 # %% [markdown]
+# **Exercise 6: how much does the mask remove?** *Derive, then check.* Take a square $n \times n$ token map, $n$ a multiple of $M$, shifted by
+# $r = \lfloor M/2 \rfloor$ as in G.5. Of all the (query, key) pairs inside the $(n/M)^2$ windows of the rolled map, $(n/M)^2 M^4$ in all, which
+# fraction does the mask allow? Count by kind of window: a window away from the bottom and right edges holds one region; a window on the
+# last column (or the last row) but not the corner holds two regions, of $M(M - r)$ and $Mr$ tokens; the bottom-right window holds four, of
+# $(M - r)^2$, $(M - r)r$, $r(M - r)$ and $r^2$ tokens; a region of $t$ tokens gives $t^2$ allowed pairs. Code the result as
+# `my_allowed_pair_fraction(side, window)`; the check counts the `True` entries of the library's mask. Before running the cell after the
+# check, write down what your formula says for $M = 7$ as the map grows from $14 \times 14$ to $56 \times 56$ (Swin-T's first stage) and
+# beyond: does the mask matter less or more?
+
+# %% tags=["exercise"]
+def my_allowed_pair_fraction(side, window):
+    r = window // 2
+    n_windows = (side // window) ** 2
+    n_edge = 2 * (side // window - 1)  # last column and last row, without the corner
+    inner = (n_windows - n_edge - 1) * window**4
+    edge = n_edge * ((window * (window - r)) ** 2 + (window * r) ** 2)
+    corner = (window - r) ** 4 + 2 * ((window - r) * r) ** 2 + r**4  # four regions, t^2 pairs each
+    return torch.tensor((inner + edge + corner) / (n_windows * window**4), dtype=torch.float64)
+
+
+# %%
+def mask_pair_fraction(side, window):
+    """The fraction of True entries of the shifted-window mask: tensor (float64)."""
+    mask = course_lib.topics.vit.shifted_window_mask(side, side, window, window // 2)  # (nW, M², M²)
+    return mask.double().mean()
+
+
+course_lib.core.check.check_function(my_allowed_pair_fraction, mask_pair_fraction, [(8, 4), (14, 7), (28, 7), (12, 4), (15, 5)],
+                                     rtol=1e-9, atol=1e-12)
+
+# %%
+course_lib.core.check.show_solution(course_lib.topics.vit.allowed_pair_fraction)
+
+# %%
+for side in (14, 28, 56, 112, 224):
+    print(f"M = 7, {side:3d} x {side:<3d}: the mask allows {course_lib.topics.vit.allowed_pair_fraction(side, 7):.3f} of the "
+          f"pairs inside the windows")
+
+# %% [markdown]
 # ---
 # ## Summary
 #
@@ -1433,6 +1670,7 @@ for d_k in (4, 16, 64, 256):
 # | rollout $R = \tilde A_L \cdots \tilde A_1$, $\tilde A_\ell = \tfrac{1}{2}(\bar A_\ell + I)$, row-stochastic | F.3 | rows summing to 1 and identity attention rolling out to the identity in F.3; exercise 4 in H |
 # | $\operatorname{softmax}(\log a / T) = \operatorname{softmax}(z / T)$ | F.4 | logits recomputed from the first layer's $U_{qkv}$ in F.4 |
 # | $H_i = \lfloor (H_{i-1} + 2p - s) / (s - o) \rfloor + 1$ for the convolutional token embedding | G.1 | `nn.Conv2d` on the meta device in G.1 |
+# | $\Omega(\text{W-MSA}) = 4hwC^2 + 2M^2 hwC$ against $\Omega(\text{MSA}) = 4hwC^2 + 2(hw)^2 C$; shifted windows are a cyclic shift by $\lfloor M/2 \rfloor$, a region mask and the reverse shift | G.5 | the naive masked attention over all tokens and `WindowAttention` in G.5 (shift 0: a block-diagonal mask); `FlopCounterMode` on the meta device in G.5; exercise 6 in H |
 #
 # **Three things to remember.**
 #

@@ -7,10 +7,9 @@
 #         measured: '2026-12-05'
 #         seconds: 20
 #       cpu:
-#         machine: 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session)
-#         measured: '2026-11-23'
-#         seconds: 557
-#         source: the chapter's table before course_lib.tools.timing, commit 95f6c4e (nbval/nbconvert)
+#         machine: 2 CPU cores, no GPU, shared with other jobs
+#         measured: '2026-12-05'
+#         seconds: 533
 #       gpu:
 #         note: 'no GPU where the course was timed; the shipped recipes ran on 1 thread of the shared 2-core CPU under heavy load: DINO 32 min, MAE 27 min'
 #         seconds: null
@@ -69,7 +68,7 @@
 # | profile | what trains | measured |
 # |---|---|---|
 # | `ci` | the collapse toy (3 runs of 200 steps); DINO for 15 steps (batch 16); MAE for 20 steps (batch 64) | 20 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | the collapse toy; DINO for 1,500 steps (batch 32, 2 global + 2 local crops; 4.3 min); MAE for 1,500 steps (batch 128; 4.7 min) | 9 min 17 s, measured 2026-11-23 on 2 CPU cores, no GPU, 1 torch thread, shared with other jobs (earlier session) |
+# | `cpu` | the collapse toy; DINO for 1,500 steps (batch 32, 2 global + 2 local crops; 4.3 min); MAE for 1,500 steps (batch 128; 4.7 min) | 8 min 53 s, measured 2026-12-05 on 2 CPU cores, no GPU, shared with other jobs |
 # | `gpu` | the shipped recipes: DINO 2,000 steps, MAE 3,000 steps | not measured: no GPU where the course was timed; the shipped recipes ran on 1 thread of the shared 2-core CPU under heavy load: DINO 32 min, MAE 27 min |
 #
 # Whatever the profile, the attention maps, masks and reconstructions come from the two shipped checkpoints

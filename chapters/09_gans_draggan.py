@@ -5,11 +5,11 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 25
+#         seconds: 23
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 228
+#         seconds: 223
 #       gpu:
 #         note: no GPU where the course was timed; the shipped generator (`shipped` settings, $w = 32$, 18,000 steps of batch 64, 19 epochs, bf16) trained in 21 min on 2 CPU cores, FID 20.2 against a floor of 5.1 at $n = 2{,}000$
 #         seconds: null
@@ -53,8 +53,9 @@
 #
 # **Core path.** A (the game, $D^*$ and the JSD, 25 min), B (a 1-D GAN against $D^*$, 10 min), C (the two generator
 # losses, 10 min), D (mode collapse, 10 min), E (the DCGAN on MNIST and its FID, 15 min), F.1-F.3 (motion supervision,
-# point tracking, dragging a digit, 15 min): about 85 min. Optional deep dive a first reading can skip: F.4 (what the
-# stop-gradient and the mask do, measured, 15 min).
+# point tracking, dragging a digit, 15 min): about 85 min. Optional deep dives a first reading can skip: F.4 (what the
+# stop-gradient and the mask do, measured, 15 min) and F.5 (GANs beyond images: World-GAN's 3-D Minecraft worlds and
+# block2vec embeddings of block types, on a toy voxel world, 15 min).
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -62,8 +63,8 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | a 1-D GAN 400 steps; two 2-D GANs 900 steps each; the DCGAN 30 steps on 5,000 digits; FID on 500 samples; 4 drags per ablation | 25 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | a 1-D GAN 2,000 steps; two 2-D GANs 1,500 steps each; the DCGAN 2,500 steps (2.7 epochs, bf16 where the CPU has it); FID on 2,000 samples; 16 drags per ablation | 3 min 48 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | a 1-D GAN 400 steps; two 2-D GANs 900 steps each; the DCGAN 30 steps on 5,000 digits; FID on 500 samples; 4 drags per ablation | 23 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | a 1-D GAN 2,000 steps; two 2-D GANs 1,500 steps each; the DCGAN 2,500 steps (2.7 epochs, bf16 where the CPU has it); FID on 2,000 samples; 16 drags per ablation | 3 min 43 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the full recipe: a wider DCGAN ($w = 64$) for 50,000 steps of batch 64 | not measured: no GPU where the course was timed; the shipped generator (`shipped` settings, $w = 32$, 18,000 steps of batch 64, 19 epochs, bf16) trained in 21 min on 2 CPU cores, FID 20.2 against a floor of 5.1 at $n = 2{,}000$ |
 #
 # Whatever the profile, sections E and F use the shipped checkpoint `gan_mnist` (the generator only, 0.57M parameters).
@@ -73,6 +74,7 @@
 import math
 
 import ipywidgets
+import matplotlib.patches
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -92,6 +94,7 @@ import course_lib.zoo
 from course_lib import device, per_profile, profile, seed_everything
 from course_lib.core.train import FAST
 from course_lib.data import GaussianMixture2D, load_mnist
+from course_lib.topics import worldgan
 from course_lib.topics.draggan import bilinear_sample, drag, motion_supervision_loss, track_points
 from course_lib.topics.gan import (DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, gan_step,
                                    gan_value, gaussian_kde, generator_loss, jensen_shannon, kl_divergence_on_grid,
@@ -1004,6 +1007,135 @@ assert mask_sweep[10.0][1] < mask_sweep[0.0][1]
 # > StyleGAN's mapping network ($z \mapsto w$, 512-d); $\mathcal{W}^+$ is the *extended* space in which **each synthesis layer gets
 # > its own $w$** ($18 \times 512$ numbers for a $1024^2$ StyleGAN2), not an intermediate activation. Our DCGAN has neither: we
 # > optimise $z$.
+
+# %% [markdown]
+# ### F.5 GANs beyond images: World-GAN and block2vec (optional deep dive)
+#
+# Nothing in a GAN is specific to pictures. World-GAN (Awiszus, Schubert and Rosenhahn 2021, "World-GAN: a Generative
+# Model for Minecraft Worlds") generates 3-D Minecraft worlds, volumes of **block types** (air, stone, water, wood, ...
+# hundreds of them), **from a single example**: like SinGAN (Shaham et al. 2019) for one image and its 2-D token
+# predecessor TOAD-GAN (for Super Mario levels), it trains a cascade of small fully convolutional generators and
+# discriminators, one pair per scale, now with 3-D convolutions. Going to 3-D raises two problems: the volume grows as
+# the cube of its side, and a one-hot encoding needs one channel per block type, most of them rare (a long tail) and
+# easily averaged away when the example is downsampled. World-GAN's answer is **block2vec**: a dense embedding of each
+# block type, learned the way word2vec learns word vectors, from which blocks occur next to which. The generator and
+# discriminator work on an embedding volume (dim, X, Y, Z); the generator's output is mapped back to block types by
+# taking, in each voxel, the block whose embedding is nearest.
+#
+# We do the block2vec half on a toy world, in seconds; the multi-scale training is described at the end, not run.
+
+# %%
+fig = worldgan.schematic()
+plt.show()
+
+# %% [markdown]
+# **A toy world.** A procedurally generated $24 \times 24 \times 12$ world: a smooth height map, stone below two layers
+# of dirt, grass on top, a lake with sand on its floor and shore, and six trees (a wood trunk with a crown of leaves).
+# Left, a $12 \times 12$ corner in 3-D; right, the vertical slice through a tree trunk (air is white).
+
+# %%
+world = worldgan.toy_world(size=24, height=12, trees=6, seed=0)  # (x, y, z) block ids, z up
+block_counts = torch.bincount(world.reshape(-1), minlength=len(worldgan.BLOCKS))
+print("blocks:", ", ".join(f"{name} {int(n)}" for name, n in zip(worldgan.BLOCKS, block_counts)))
+block_colours = np.array(worldgan.BLOCK_COLOURS)  # (8, 4) RGBA per block id
+corner = world[12:, :12]  # a 12 x 12 corner with a tree and the lake shore
+trunk_x = int((world == worldgan.WOOD).nonzero()[0, 0])  # the slice x = trunk_x cuts through a tree trunk
+fig = plt.figure(figsize=(10, 4))
+ax = fig.add_subplot(1, 2, 1, projection="3d")
+ax.voxels((corner != worldgan.AIR).numpy(), facecolors=block_colours[corner.numpy()])
+ax.set(xlabel="x - 12", ylabel="y", zlabel="z", title="a 12 x 12 corner of the world")
+ax = fig.add_subplot(1, 2, 2)
+slice_rgb = block_colours[world[trunk_x].numpy()]  # (y, z, 4)
+slice_rgb[..., :3] = np.where(slice_rgb[..., 3:] == 0, 1.0, slice_rgb[..., :3])  # air drawn white
+ax.imshow(np.transpose(slice_rgb[..., :3], (1, 0, 2)), origin="lower")
+ax.set(xlabel="y", ylabel="z", title=f"the slice x = {trunk_x}")
+ax.legend(handles=[matplotlib.patches.Patch(facecolor=block_colours[i, :3], edgecolor="0.5", label=name)
+                   for i, name in enumerate(worldgan.BLOCKS)], fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+plt.show()
+
+# %% [markdown]
+# **block2vec = skip-gram with negative sampling.** Every voxel is a "word"; its "context" is its 26 neighbours (the
+# $3 \times 3 \times 3$ cube around it). Each block type $b$ gets an input vector $v_b$ (the embedding World-GAN uses) and
+# an output vector $u_b$ (used only in training). For an observed pair (centre $b$, neighbour $c$) and $K$ "negative"
+# blocks $n_1, \dots, n_K$ drawn from the block frequencies to the power $3/4$, minimise
+# $$
+# \ell(b, c) = -\log \sigma(v_b^\top u_c) - \sum_{k=1}^{K} \log \sigma(-v_b^\top u_{n_k}).
+# $$
+# Two block types whose neighbourhoods look alike get similar $v$: wood and leaves both sit among wood, leaves and
+# air; sand and water both border water.
+#
+# Air and stone fill most of a world. As in word2vec, each voxel is kept for training only with probability
+# $$
+# P_\text{keep}(b) = \Big(\sqrt{\frac{f(b)}{t}} + 1\Big) \frac{t}{f(b)}, \qquad t = 10^{-3},
+# $$
+# capped at 1, where $f(b)$ is the block's share of all voxels: frequent blocks are thinned out, and only blocks rarer than
+# about $2.6\,t$ are always kept. A common reading writes the $+1$ inside the square root and calls $P$ an "occurrence
+# probability"; in fact the $+1$ is outside the root and $P$ is the probability of **keeping** an occurrence.
+
+# %%
+block_freq = block_counts.float() / world.numel()
+keep = worldgan.keep_probability(block_freq, t=1e-3)
+print("share of voxels and P_keep:", ", ".join(f"{name} {f:.3f}/{k:.2f}"
+                                               for name, f, k in zip(worldgan.BLOCKS, block_freq, keep)))
+block_vectors, b2v_losses = worldgan.train_block2vec(world, dim=8, steps=300, negatives=5, seed=0)  # (8 blocks, 8)
+cos = worldgan.cosine_matrix(block_vectors)
+print(f"skip-gram loss {b2v_losses[0]:.2f} -> {np.mean(b2v_losses[-20:]):.2f} (mean of the last 20 steps)")
+print(f"cosine similarity: wood-leaves {cos[worldgan.WOOD, worldgan.LEAVES]:.2f}, wood-water {cos[worldgan.WOOD, worldgan.WATER]:.2f}; "
+      f"sand-water {cos[worldgan.SAND, worldgan.WATER]:.2f}, sand-leaves {cos[worldgan.SAND, worldgan.LEAVES]:.2f}")
+assert cos[worldgan.WOOD, worldgan.LEAVES] > cos[worldgan.WOOD, worldgan.WATER] and cos[worldgan.SAND, worldgan.WATER] > cos[worldgan.SAND, worldgan.LEAVES]
+projected = worldgan.pca_2d(block_vectors)  # (8, 2)
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+axes[0].plot(b2v_losses)
+axes[0].set(xlabel="step", ylabel="skip-gram loss", title="block2vec training")
+for i, name in enumerate(worldgan.BLOCKS):
+    axes[1].scatter(*projected[i], s=120, color=block_colours[i, :3], edgecolor="k")
+    axes[1].annotate(name, projected[i].tolist(), textcoords="offset points", xytext=(6, 4), fontsize=9)
+axes[1].set(xlabel="PC 1", ylabel="PC 2", title="block2vec embeddings, PCA to 2-D")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The printed cosines back what the PCA plot shows: wood lies nearer leaves than water, and sand nearer water than
+# leaves (the cell asserts both orderings). The paper draws the same kind of map of its Minecraft block embeddings
+# (with MDE instead of PCA), where rare blocks land beside common ones of similar use.
+#
+# **Back to blocks.** The generator never outputs exact embeddings, so World-GAN decodes each voxel to the block with
+# the nearest embedding. The round trip world $\to$ embedding volume $\to$ nearest block must give back every block
+# (asserted). With Gaussian noise added to every coordinate, read the printed recovery rates against the printed
+# distance between the two closest embeddings: decoding fails once the noise is no longer small next to it. Last, one scale of
+# a 3-D generator, untrained, only to show the shapes: it refines an upsampled coarser volume with noise.
+
+# %%
+volume = worldgan.embed_world(world, block_vectors)  # (8, 24, 24, 12): what G and D see
+decoded = worldgan.decode_nearest(volume, block_vectors)
+assert torch.equal(decoded, world)
+gaps = torch.cdist(block_vectors, block_vectors) + 1e9 * torch.eye(len(worldgan.BLOCKS))
+print(f"round trip: {int((decoded == world).sum()):,} of {world.numel():,} voxels recovered; "
+      f"the closest two embeddings are {gaps.min():.2f} apart")
+noise_gen = torch.Generator().manual_seed(1)
+for sigma in (0.05, 0.2, 0.5):
+    noisy = volume + sigma * torch.randn(volume.shape, generator=noise_gen)
+    print(f"  noise sd {sigma:.2f} per coordinate: {(worldgan.decode_nearest(noisy, block_vectors) == world).float().mean():.1%} recovered")
+
+seed_everything(0)
+g_scale = worldgan.ScaleGenerator3d(dim=8, hidden=16)
+coarse = torch.randn(1, 8, 6, 6, 3)  # the coarser scale's output, (B, dim, X/4, Y/4, Z/4)
+up = F.interpolate(coarse, size=(12, 12, 6), mode="trilinear", align_corners=False)  # (1, 8, 12, 12, 6)
+finer = g_scale(torch.randn_like(up), up)
+print(f"one scale: {tuple(coarse.shape)} -> upsampled {tuple(up.shape)} -> G_n -> {tuple(finer.shape)} -> block ids "
+      f"{tuple(worldgan.decode_nearest(finer[0], block_vectors).shape)}")
+
+# %% [markdown]
+# **The multi-scale training (discussion; not run here).** SinGAN-style training fits the scales one after another,
+# coarsest first. The example's embedding volume is downsampled to $N + 1$ scales. At the coarsest scale $G_N$ maps pure
+# noise to a small volume; at each finer scale $n$, $G_n$ takes the upsampled output of scale $n + 1$ plus fresh noise and
+# adds detail (the `ScaleGenerator3d` above), while a fully convolutional $D_n$, which sees only local patches, compares
+# fake and real volumes at that scale (a WGAN-GP loss in SinGAN, with a reconstruction term that pins one fixed noise to
+# the example). Because every network is convolutional, one example suffices: each of its many overlapping patches is a
+# training sample, and a sample of any size can be generated. In embedding space, downsampling is just trilinear
+# interpolation of the vectors; TOAD-GAN needed a hand-made token hierarchy so that rare tokens survive downsampling.
+# The decoding step also allows restyling: swap which block an embedding decodes to after training, and a generated
+# forest can come out in other materials.
 #
 # ---
 # ## G. Exercises
@@ -1162,6 +1294,7 @@ course_lib.core.check.show_solution('''# Far from the data the two densities do 
 # | $-\mathbb{E}_{p_g} \log D^* = \operatorname{KL}(p_g \,\Vert\, p_\text{data}) - \operatorname{KL}(p_g \,\Vert\, m) + \log 2$ | C | quadrature at the end of C |
 # | $\mathbb{E}_{p_g}[f] \ge \min_x f(x)$: the best reply to a fixed discriminator is a point mass | D | random distributions on a grid in D; the two ring runs in D |
 # | motion supervision $\sum_i \operatorname{mean}_{q} \lVert \operatorname{sg}(\mathbf{F}(q)) - \mathbf{F}(q + d_i) \rVert_1$ | F.1 | where the gradient lands, in F.1; the ablation in F.4 |
+# | block2vec: $\ell(b, c) = -\log \sigma(v_b^\top u_c) - \sum_k \log \sigma(-v_b^\top u_{n_k})$ over 3-D neighbours $(b, c)$; decode by the nearest $v_b$ | F.5 | cosine orderings (wood-leaves above wood-water) and the exact round trip, in F.5 |
 #
 # **Three things to remember.**
 #

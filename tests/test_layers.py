@@ -1,6 +1,7 @@
 """course_lib's layout: the layers of ``.importlinter`` hold (and a break of them is caught), no import cycles,
 chapters never import the tools, and every shipped checkpoint has its record in course_lib.zoo."""
 import ast
+import re
 import os
 import shutil
 import subprocess
@@ -93,3 +94,15 @@ def test_every_shipped_checkpoint_has_one_record():
     for name, record in MODELS.items():
         assert record.name == name and record.__class__.__name__ == "ShippedModel"
         assert (ROOT / "course_lib" / "zoo" / f"{name}.py").is_file(), f"the record of {name} is not in zoo/{name}.py"
+
+
+def test_every_topic_is_in_the_chapter_contract():
+    """A new topic module must take its place in the chapter order, or import-linter would not check it."""
+    import pkgutil
+
+    import course_lib.topics
+
+    contract = (ROOT / ".importlinter").read_text().split("[importlinter:contract:chapters]", 1)[1]
+    listed = set(re.findall(r"course_lib\.topics\.(\w+)", contract))
+    modules = {info.name for info in pkgutil.iter_modules(course_lib.topics.__path__)}
+    assert modules <= listed, f"add {sorted(modules - listed)} to the chapters contract of .importlinter, in chapter order"

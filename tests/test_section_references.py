@@ -22,7 +22,7 @@ REFERENCE = re.compile(r"[Cc]hapter (\d\d), ([A-Z](?:\.\d+)?)\b")
 # Headings as the chapters write them: "# ## A. The forward process" and "# ### A.2 The closed form ...".
 SECTION_HEADING = re.compile(r"^# ## ([A-Z])\. ")
 SUBSECTION_HEADING = re.compile(r"^# ### ([A-Z]\.\d+) ")
-TAUGHT_CHAPTERS = [f"{n:02d}" for n in range(1, 14)]
+TAUGHT_CHAPTERS = sorted(p.name[:2] for p in CHAPTERS.glob("[0-9][0-9]_*.py") if p.name[:2] != "00")
 
 MODULE_NAMES = sorted(f"course_lib.topics.{info.name}" for info in pkgutil.iter_modules(course_lib.topics.__path__))
 MODULE_NAMES.append("course_lib.core.layers")

@@ -429,7 +429,7 @@ def test_vit_mnist_settings_have_what_chapter_04_reads():
 
 # ---------------------------------------------------------------------------------- schematics
 
-SCHEMATICS = [V.schematic, V.attention_schematic, C.schematic]
+SCHEMATICS = [V.schematic, V.attention_schematic, C.schematic, V.swin_schematic]
 
 
 def _boxes(fig):

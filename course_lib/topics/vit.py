@@ -10,6 +10,11 @@ For looking and counting: ``parameter_count`` (the formula), ``multiply_adds`` (
 ``measured_multiply_adds`` (torch's FlopCounterMode), ``temper_attention``, ``select_attention``,
 ``position_similarity`` and ``mean_attention_distance``; ``course_lib.topics.vit.attention_explorer`` draws them.
 ``schematic()`` draws the ViT from pixels to [CLS], ``attention_schematic()`` multi-head attention.
+
+Swin's attention in (shifted) windows (Liu et al. 2021; chapter 04, G.5): ``window_partition``, ``window_reverse``,
+``shift_region_labels``, ``shifted_window_mask``, ``WindowAttention`` (W-MSA and SW-MSA, without the relative
+position bias), ``attention_multiply_adds`` (global against windowed), ``allowed_pair_fraction`` and
+``swin_schematic()``.
 """
 from __future__ import annotations
 
@@ -567,4 +572,124 @@ def attention_schematic():
     note(ax, 4.0, 0.55, "parameters $4D^2 + 4D$ for any number of heads; the $1 / \\sqrt{D_h}$ keeps the logits' "
          "variance near 1 (B.1)")
     legend(ax, ["data", "network", "latent", "operation"], loc="lower right")
+    return fig
+
+
+# ---- Swin: attention inside (shifted) windows (Liu et al. 2021) ----
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * H/M * W/M, M*M, C): the M x M windows, row-major, each flattened row-major.
+
+    Taught in chapter 04, G.5.
+    """
+    b, h, w, c = x.shape
+    if h % window or w % window:
+        raise ValueError(f"a {h} x {w} map does not split into {window} x {window} windows")
+    x = x.reshape(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)  # (B, h/M, w/M, M, M, C)
+    return x.reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
+    """(B * H/M * W/M, M*M, C) -> (B, H, W, C): the inverse of :func:`window_partition`. Taught in chapter 04, G.5."""
+    c = windows.shape[-1]
+    x = windows.reshape(-1, height // window, width // window, window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, height, width, c)
+
+
+def shift_region_labels(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(H, W) labels 0..8 of the regions of the cyclically shifted map (after ``torch.roll`` by ``-shift``): tokens
+    with different labels were not neighbours before the shift. All zeros when ``shift`` is 0. Chapter 04, G.5."""
+    labels = torch.zeros(height, width, dtype=torch.long)
+    if shift == 0:
+        return labels
+    spans = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for i, rows in enumerate(spans):
+        for j, cols in enumerate(spans):
+            labels[rows, cols] = 3 * i + j
+    return labels
+
+
+def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """(H/M * W/M, M*M, M*M) bool, True where a query may attend to a key inside its window of the shifted map:
+    same region of :func:`shift_region_labels`. Taught in chapter 04, G.5."""
+    labels = shift_region_labels(height, width, window, shift)[None, :, :, None]  # (1, H, W, 1)
+    windows = window_partition(labels, window)[..., 0]  # (nW, M*M)
+    return windows[:, :, None] == windows[:, None, :]  # (nW, M*M, M*M)
+
+
+class WindowAttention(nn.Module):
+    """Swin's W-MSA (``shift=0``) and SW-MSA (``shift=M//2``): multi-head attention inside M x M windows of a
+    (B, H, W, C) map, the shifted version by a cyclic shift, a mask and the reverse shift. Without Swin's relative
+    position bias. Taught in chapter 04, G.5."""
+
+    def __init__(self, dim: int, heads: int, window: int):
+        super().__init__()
+        self.window = window
+        self.attention = MultiHeadAttention(dim, heads)
+
+    def forward(self, x: torch.Tensor, shift: int = 0) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C)."""
+        b, h, w, c = x.shape
+        m = self.window
+        if shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))  # cyclic shift up and left
+        windows = window_partition(x, m)  # (B * nW, M*M, C)
+        mask = None
+        if shift:
+            mask = shifted_window_mask(h, w, m, shift).to(x.device).repeat(b, 1, 1)[:, None]  # (B * nW, 1, M², M²)
+        out, _ = self.attention(windows, mask)  # (B * nW, M*M, C)
+        out = window_reverse(out, m, h, w)  # (B, H, W, C)
+        if shift:
+            out = torch.roll(out, shifts=(shift, shift), dims=(1, 2))  # the reverse shift
+        return out
+
+
+def attention_multiply_adds(height: int, width: int, dim: int, window: int | None = None) -> int:
+    """Multiply-adds of one attention layer on an H x W x C map (Liu et al. 2021, eq. 1 and 2): global MSA
+    4hwC^2 + 2(hw)^2 C, or, with ``window`` M, W-MSA 4hwC^2 + 2 M^2 hw C. Taught in chapter 04, G.5."""
+    n = height * width
+    keys = n if window is None else window * window
+    return 4 * n * dim * dim + 2 * n * keys * dim
+
+
+def allowed_pair_fraction(side: int, window: int) -> float:
+    """The fraction of (query, key) pairs inside the windows that the shifted-window mask allows, on a side x side
+    map with shift M // 2: exercise 6 of chapter 04, H (the mask is taught in chapter 04, G.5)."""
+    m, r = window, window // 2
+    k = side // m  # windows per side
+    full = m**4  # a window inside the map: one region of M^2 tokens
+    edge = (m * (m - r)) ** 2 + (m * r) ** 2  # last column or last row: two regions
+    corner = ((m - r) ** 2 + r**2) ** 2  # bottom-right: four regions of (M-r)^2, (M-r)r, r(M-r), r^2 tokens
+    allowed = (k - 1) ** 2 * full + 2 * (k - 1) * edge + corner
+    return allowed / (k * k * full)
+
+
+def swin_schematic():
+    """Two consecutive Swin attention layers: W-MSA in regular M x M windows, then SW-MSA in windows shifted by
+    M/2 (cyclic shift, mask, reverse shift). Taught in chapter 04, G.5."""
+    from course_lib.core.diagram import arrow, box, canvas, legend, note
+
+    fig, ax = canvas(14, 5.2, title="Swin: attention in windows, then in shifted windows (chapter 04, G.5)")
+    y1, y2 = 3.7, 1.7
+    x_in = box(ax, 1.2, y1, "map\n$h \\times w \\times C$", role="data", w=1.6, h=0.9)
+    part = box(ax, 3.6, y1, "partition\ninto $M \\times M$", role="operation", w=1.8, h=0.9)
+    wmsa = box(ax, 6.3, y1, "W-MSA\nattention per window", role="network", w=2.4, h=0.9)
+    rev = box(ax, 9.0, y1, "reverse\npartition", role="operation", w=1.6, h=0.9)
+    x_mid = box(ax, 12.2, y1, "map\n(block $l$)", role="data", w=1.6, h=0.9)
+    for a, b in [(x_in, part), (part, wmsa), (wmsa, rev), (rev, x_mid)]:
+        arrow(ax, a.right, b.left)
+    note(ax, 6.3, y1 + 0.75, "$hw/M^2$ windows of $M^2$ tokens; no token sees another window")
+    roll = box(ax, 1.2, y2, "roll by\n$-\\lfloor M/2 \\rfloor$", role="operation", w=1.6, h=0.9)
+    part2 = box(ax, 3.6, y2, "partition\n+ region mask", role="operation", w=1.8, h=0.9)
+    swmsa = box(ax, 6.3, y2, "SW-MSA\nmasked, per window", role="network", w=2.4, h=0.9)
+    rev2 = box(ax, 9.0, y2, "reverse\npartition", role="operation", w=1.6, h=0.9)
+    unroll = box(ax, 12.2, y2, "roll by\n$+\\lfloor M/2 \\rfloor$", role="operation", w=1.6, h=0.9)
+    ax.plot([x_mid.x, x_mid.x, roll.x], [x_mid.bottom[1], y1 - 1.0, y1 - 1.0], color="#333333", linewidth=1.3)
+    note(ax, 7.0, y1 - 0.85, "next block")
+    arrow(ax, (roll.x, y1 - 1.0), roll.top)
+    for a, b in [(roll, part2), (part2, swmsa), (swmsa, rev2), (rev2, unroll)]:
+        arrow(ax, a.right, b.left)
+    note(ax, 6.3, y2 - 0.75, "windows straddle the old borders: information crosses them; "
+                             "the mask stops wrapped-around tokens from meeting")
+    legend(ax, ["data", "network", "operation"], loc="lower right")
     return fig
