@@ -1,0 +1,1 @@
+"""Chapter 15: sr3 (being written)."""
