@@ -6,9 +6,8 @@ STAMP    := $(VENV)/.installed
 CHAPTERS := $(sort $(wildcard chapters/[0-9][0-9]_*.py))
 NOTEBOOKS := $(CHAPTERS:.py=.ipynb)
 STUDENT_OUT ?= student
-# make test runs the student notebooks from here, never from student/ (a learner's work)
+# make test-browser runs the student notebooks from here, never from student/ (a learner's work)
 STUDENT_CI := build/student-ci
-STUDENT_CI_NOTEBOOKS := $(patsubst chapters/%.py,$(STUDENT_CI)/%.ipynb,$(CHAPTERS))
 WORKERS  ?= 2
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -42,10 +41,8 @@ lab: data
 	$(BIN)/jupyter lab --ServerApp.root_dir=chapters $(ROOT_FLAG) $(LAB_ARGS)
 
 test: data
-	rm -rf $(STUDENT_CI)  # never a learner's work: a fresh copy each run
-	$(BIN)/python -m course_lib.tools.student --quiet --out $(STUDENT_CI)
 	COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser tests $(NOTEBOOKS) $(STUDENT_CI_NOTEBOOKS)
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser tests $(NOTEBOOKS)
 
 sync: install
 	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)
@@ -66,7 +63,9 @@ $(CHROMIUM):
 	else echo "Chromium is missing: run 'sudo apt-get install chromium' (Debian/Ubuntu) and try again" >&2; exit 1; fi
 
 test-browser: data $(BROWSER_STAMP) $(CHROMIUM)
-	COURSE_BROWSER_TESTS=1 COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline \
+	rm -rf $(STUDENT_CI)  # never a learner's work: a fresh copy each run
+	$(BIN)/python -m course_lib.tools.student --quiet --out $(STUDENT_CI)
+	COURSE_BROWSER_TESTS=1 COURSE_BROWSER_CHAPTERS=$(STUDENT_CI) COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline \
 		$(BIN)/python -m pytest -n $(WORKERS) --dist load --durations=5 tests/browser
 
 bench: install

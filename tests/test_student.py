@@ -422,9 +422,13 @@ def test_student_check_problem():
     assert student_check_problem({"tags": [RAISES_TAG]}, []) is None  # not a student check cell: nbval decides
 
 
-def test_make_test_runs_the_student_notebooks():
+def test_make_test_browser_runs_the_student_notebooks():
+    """make test runs the chapters (with their solutions) under nbval; make test-browser runs the student notebooks
+    (the same chapters with stubs) in JupyterLab: each version runs once, and CI runs both."""
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^student:", makefile, re.M), "no `make student` target"
+    browser_recipe = makefile.split("\ntest-browser:", 1)[1].split("\n\n", 1)[0]
+    assert "course_lib.tools.student" in browser_recipe and "COURSE_BROWSER_CHAPTERS=$(STUDENT_CI)" in browser_recipe
     test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
-    assert "course_lib.tools.student" in test_recipe and "STUDENT" in test_recipe
+    assert "$(NOTEBOOKS)" in test_recipe
     assert "def pytest_runtest_makereport" in (ROOT / "conftest.py").read_text()

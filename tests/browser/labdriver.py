@@ -22,6 +22,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from course_lib.tools.student import CHECK_METADATA, student_check_problem
+
 CHROMIUM = "/usr/bin/chromium"
 # Quiet, offline Chromium: without the background-networking flags it keeps trying Google's hosts.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -131,7 +133,7 @@ CODE_CELLS = f"""() => {{ const cells = {NOTEBOOK}.content.widgets; const found 
                            mimes: Object.keys(output.data || {{}})}});
         }}
         found.push({{index, count: cell.model.executionCount, source: cell.model.sharedModel.getSource(),
-                     outputs, text: cell.outputArea.node.innerText}});
+                     metadata: cell.model.toJSON().metadata || {{}}, outputs, text: cell.outputArea.node.innerText}});
     }});
     return found; }}"""
 
@@ -168,9 +170,18 @@ def _where(cell: dict) -> str:
 
 
 def cell_problems(cells: list[dict]) -> list[str]:
-    """Errors raised by a cell, and code cells that never ran (Run All stops at the first error)."""
+    """Errors raised by a cell, and code cells that never ran (Run All stops at the first error).
+
+    A student notebook's check cell (``make student``; tagged ``raises-exception``, so Run All goes on past it) must
+    raise what a stub raises, and nothing else: the same rule nbval applies through the repository's conftest.py."""
     problems = []
     for cell in cells:
+        if CHECK_METADATA in cell.get("metadata", {}):
+            outputs = [{"output_type": o["type"], "ename": o["ename"], "evalue": o["evalue"]} for o in cell["outputs"]]
+            problem = student_check_problem(cell["metadata"], outputs)
+            if problem:
+                problems.append(f"{_where(cell)}: {problem}")
+            continue
         for output in cell["outputs"]:
             if output["type"] == "error":
                 problems.append(f"{_where(cell)} raised {output['ename']}: {output['evalue'][:300]}")

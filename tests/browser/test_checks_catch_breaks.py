@@ -12,6 +12,7 @@ import pytest
 
 import labdriver
 from conftest import REPO
+from course_lib.tools.student import CHECK_METADATA, RAISES_TAG
 
 FIGURE_WIDGET = """\
 import ipywidgets  # and no pyplot: the widget's figure must show as an image all the same
@@ -21,6 +22,8 @@ def draw(ax, k):
     {body}
 
 interactive_figure(draw, k=ipywidgets.IntSlider(value=1, min=0, max=5, description="k"))"""
+
+STUDENT_CHECK = {"tags": [RAISES_TAG], CHECK_METADATA: {"exercise": 1, "stubs": ["my_fn"], "only_raising_stubs": True}}
 
 BROKEN = {
     # name: (markdown, code cells, what the report must say)
@@ -40,13 +43,20 @@ BROKEN = {
         body="if k != 1:\n        raise ValueError('broken callback')\n    ax.plot([0, k])")],
         "raised ValueError: broken callback (the traceback is in the widget)"),
     "widget_ignores_control": ("No math.", [FIGURE_WIDGET.format(body="ax.plot([0, 1])")], "did not redraw the figure"),
+    # A student notebook's check cell (make student) must raise what a stub raises; Run All goes on past it.
+    "student_check_raises_the_stub_error": ("No math.", [
+        ("raise NotImplementedError('my_fn: exercise 1')", STUDENT_CHECK), "2 + 2"], None),
+    "student_check_passes_on_a_stub": ("No math.", [("1 + 1", STUDENT_CHECK)], "did not raise"),
+    "student_check_raises_something_else": ("No math.", [("raise NameError('x')", STUDENT_CHECK)], "unrelated"),
 }
 
 
 def _write(folder, name, markdown, sources):
     notebook = nbformat.v4.new_notebook()
     notebook.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_markdown_cell(markdown)] + [nbformat.v4.new_code_cell(s) for s in sources]
+    cells = [(s, {}) if isinstance(s, str) else s for s in sources]  # a source, or (source, metadata)
+    notebook.cells = [nbformat.v4.new_markdown_cell(markdown)] + [nbformat.v4.new_code_cell(s, metadata=m)
+                                                                  for s, m in cells]
     path = folder / f"selftest_{name}.ipynb"
     nbformat.write(notebook, path)
     return path
