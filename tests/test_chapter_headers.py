@@ -15,6 +15,8 @@ from course_lib.tools.timing import (duration, last_cell, measured_cell, readme_
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted((ROOT / "chapters").glob("[0-9][0-9]_*.py"))
 MEASURED = ("ci", "cpu")  # measured on every machine; gpu only where there is one
+CI_BUDGET_SECONDS = 60  # per chapter under `ci` on 2 cores: the whole suite must fit in 15 minutes
+HISTORY = re.compile(r"\b(?:earlier|previous|last) (?:session|run|version)\b|\bnbconvert\b", re.I)
 
 
 def _remeasure(source, profile):
@@ -52,6 +54,12 @@ def test_metadata_has_the_measured_times(chapter):
         assert isinstance(entry.get("seconds"), int) and entry["seconds"] > 0, f"{source.name} {profile}: {entry}"
         assert datetime.date.fromisoformat(entry["measured"]) <= datetime.date.today(), f"{source.name} {profile}: {entry}"
         assert isinstance(entry.get("machine"), str) and entry["machine"], f"{source.name} {profile}: no machine in {entry}"
+        assert not HISTORY.search(entry["machine"]), (
+            f"{source.name} {profile}: the machine says {entry['machine']!r}; a learner cannot know what 'earlier' was. "
+            "Describe the machine and its load only")
+    assert times["ci"]["seconds"] <= CI_BUDGET_SECONDS, (
+        f"{source.name} takes {times['ci']['seconds']} s under `ci`; the budget is {CI_BUDGET_SECONDS} s per chapter "
+        "(make the ci profile smaller: fewer steps, fewer samples)")
     gpu = times.get("gpu", {})
     assert isinstance(gpu.get("seconds"), int) or gpu.get("note"), (
         f"{source.name}: the gpu entry must be measured or say why not ({gpu}): {_remeasure(source, 'ci')} adds one")

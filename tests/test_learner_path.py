@@ -32,7 +32,7 @@ DEEP_DIVE = "(optional deep dive)"
 HEADING = re.compile(r"^(#{2,4}) (?:([A-Z](?:\.\d+)*)[.]? )?(.*)$")
 UNSEEN_DOCUMENTS = re.compile(
     r"\b(?:source|survey|DDPM|CvT|blog) (?:posts?|documents?|blog)\b|study group'?s? (?:notes|assignment)"
-    r"|course'?s sources|seed notes|research digest", re.I)
+    r"|course'?s sources|seed notes|research digest|\bdigest\b|\bseed-\d{3}|\b(?:earlier|previous) session\b", re.I)
 
 
 def _cells(source: Path):
