@@ -33,6 +33,7 @@ from typing import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from course_lib.core import distributed
 from course_lib.core.runtime import as_device
 
 
@@ -101,7 +102,8 @@ class History:
         """What the manifest records of a run: its precision, steps, ms/step and wall time, and the machine."""
         return {"precision": self.precision, "channels_last": self.channels_last, "steps": len(self.losses),
                 "ms_per_step": round(self.ms_per_step, 1), "wall_time_s": round(self.wall_time_s, 1),
-                "torch_threads": torch.get_num_threads(), "machine": machine_description()}
+                "torch_threads": torch.get_num_threads(), "machine": machine_description(),
+                **({"processes": distributed.world().size} if distributed.is_distributed() else {})}
 
 
 def machine_description() -> str:
@@ -201,6 +203,19 @@ def _has_convolutions(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
 
 
+def _loss_of(loss_fn: Callable, model: torch.nn.Module, batch, several: bool) -> torch.Tensor:
+    """``loss_fn(model, batch)``; under torchrun ``model`` is the DistributedDataParallel wrapper, which syncs the
+    gradients of what runs through its ``forward`` only."""
+    try:
+        return loss_fn(model, batch)
+    except AttributeError as error:
+        if several and "DistributedDataParallel" in str(error):
+            raise AttributeError(f"{error}. Under torchrun the loss gets the model wrapped in DistributedDataParallel, "
+                                 "which only syncs gradients through model(...): make the loss call the model's "
+                                 "forward, or train this recipe on one process") from None
+        raise
+
+
 def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: int,
         optimizer: torch.optim.Optimizer, device: torch.device | str | None = None,
         eval_fn: Callable[[torch.nn.Module], dict] | None = None, eval_every: int | None = None,
@@ -226,10 +241,17 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
     in ``extra_state`` such as an :class:`EMA`, the position in ``batches``, the random generators, the
     history) is written there every ``save_every_s`` seconds and at the end; if the file exists when ``fit``
     starts, the run continues from it.
+
+    Under torchrun (``WORLD_SIZE > 1``), the processes train one model together with DistributedDataParallel, each
+    on its slice of every batch that ``batches`` yields (the global batch): :mod:`course_lib.core.distributed`.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     device = as_device(device)
+    several = distributed.is_distributed()  # under torchrun: see course_lib.core.distributed
+    if several:
+        device = distributed.setup(device)
+        model.to(device)
     precision = resolve_precision(precision, device)
     if channels_last == "auto":
         channels_last = precision == "fp32" and _has_convolutions(model)
@@ -238,19 +260,25 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
     history = History(precision=precision, channels_last=bool(channels_last))
     run = RunState(state_file, model, optimizer, scheduler, batches, extra_state)
     first = run.restore(history, steps) + 1
+    main = distributed.is_main()
+    if several:  # after the restore: every process continues from the same state
+        trained = distributed.wrap(model, device)
+        torch.manual_seed(torch.initial_seed() + distributed.world().rank)  # each process its own noise in the loss
+    else:
+        trained = model
     start = time.perf_counter() - history.wall_time_s
     last_save = time.perf_counter()
-    bar = tqdm(range(first, steps + 1), desc=desc, disable=not show_progress, leave=True, initial=first - 1,
-               total=steps)
+    bar = tqdm(range(first, steps + 1), desc=desc, disable=not (show_progress and main), leave=True,
+               initial=first - 1, total=steps)
     for step in bar:
         model.train()
-        batch = _to_device(next(batches), device)
+        batch = _to_device(distributed.shard(next(batches)) if several else next(batches), device)
         with autocast(precision, device):
-            loss = loss_fn(model, _channels_last(batch) if channels_last else batch)
+            loss = _loss_of(loss_fn, trained, _channels_last(batch) if channels_last else batch, several)
         if loss.ndim != 0:
             raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}; "
                              "did you forget .mean()?")
-        loss_value = loss.item()
+        loss_value = distributed.mean_over_processes(loss.item()) if several else loss.item()
         if not math.isfinite(loss_value):
             bar.close()
             raise TrainingDiverged(_divergence_message(loss_value, step, history.losses, optimizer))
@@ -265,7 +293,8 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
             after_step(model)
         history.losses.append(loss_value)
         is_last = step == steps
-        if eval_fn is not None and (is_last or (eval_every and step % eval_every == 0)):
+        if eval_fn is not None and (is_last or (eval_every and step % eval_every == 0)):  # on every process: the
+            # records read history's evaluations after fit, and the weights are the same everywhere
             model.eval()
             with torch.no_grad():
                 metrics = eval_fn(model)
@@ -273,7 +302,7 @@ def fit(model: torch.nn.Module, loss_fn: Callable, batches: Iterator, *, steps: 
             bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items()}, refresh=False)
         elif step % 10 == 0 or is_last:
             bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
-        if run.file is not None and (is_last or time.perf_counter() - last_save >= save_every_s):
+        if run.file is not None and main and (is_last or time.perf_counter() - last_save >= save_every_s):
             history.wall_time_s = time.perf_counter() - start
             run.save(step, history)
             last_save = time.perf_counter()

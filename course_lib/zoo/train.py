@@ -1,5 +1,7 @@
 """``python -m course_lib.zoo train NAME``: run a shipped model's recipe and save its checkpoint, safely.
 
+Under torchrun (``torchrun --standalone --nproc_per_node N -m course_lib.zoo train NAME``) the processes train
+together with DistributedDataParallel (``course_lib.core.distributed``) and process 0 alone writes the checkpoint.
 Without ``--force`` it never replaces a checkpoint that is already there (``--out DIR`` keeps both); a long
 recipe keeps its run's state on disk so that ``--resume`` continues an interrupted run; and if saving fails
 after the training, the trained weights are rescued to a file whose path is printed.
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from course_lib.core import checkpointing
+from course_lib.core import checkpointing, distributed
 from course_lib.core.profiles import RECIPE_PROFILES, profile
 from course_lib.core.runtime import device
 from course_lib.zoo.record import REGISTRY
@@ -140,8 +142,21 @@ def main(argv=None) -> None:
             cli.exit(2, f"{PROG}: {refusal(args, old)}")
 
     options = {} if state is None else {"state_file": state}
-    model, history, metrics, recipe = REGISTRY[args.name].train(args.profile, seed=args.seed, **options)
-    print(f"{args.name}: {metrics} in {history.wall_time_s:.1f} s on {device()}")
+    try:
+        model, history, metrics, recipe = REGISTRY[args.name].train(args.profile, seed=args.seed, **options)
+        distributed.barrier()  # under torchrun: every process has finished training
+    finally:
+        if not distributed.is_main():  # process 0 alone reports and writes the checkpoint and the manifest
+            distributed.teardown()
+    if not distributed.is_main():
+        return
+    processes = f" x {distributed.world().size} processes" if distributed.is_distributed() else ""
+    if distributed.is_distributed() and not distributed.trained_together():
+        print(f"note: {args.name}'s recipe has a training loop of its own, not course_lib.core.train.fit: each of the "
+              f"{distributed.world().size} processes trained it alone and only process 0's model is saved. "
+              "Run it without torchrun.")
+    print(f"{args.name}: {metrics} in {history.wall_time_s:.1f} s on {device()}{processes}")
+    distributed.teardown()
     if args.dry_run:
         return
     where = {} if args.out is None else {"directory": args.out}
