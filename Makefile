@@ -12,7 +12,7 @@ WORKERS  ?= 2
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install data lab test test-browser sync bench clean student time
+.PHONY: help install data lab test test-browser sync bench clean student time hub hub-install hub-users test-hub
 
 help:
 	@echo "make lab    install the course into .venv, prepare the data, open JupyterLab on chapters/"
@@ -22,6 +22,8 @@ help:
 	@echo "make bench  what each shipped model reaches and how long it took"
 	@echo "make time   run each chapter top to bottom and record its time (PROFILE=ci|cpu, CHAPTERS=chapters/08_vae.ipynb)"
 	@echo "make test-browser  every chapter run in JupyterLab in headless Chromium (screenshots in artifacts/browser/)"
+	@echo "make hub    a JupyterHub for a study group on this machine (make hub-users USERS=\"ana ben\" LEADERS=lea first)"
+	@echo "make test-hub  start the hub with two learners and check it (root; screenshots in artifacts/hub/)"
 	@echo "make student  write student/NN_slug.ipynb: each chapter with its exercise solutions replaced by stubs"
 	@echo "            (never overwrites a notebook you edited: it stops instead; STUDENT_OUT=my_work writes"
 	@echo "            elsewhere, FORCE=1 replaces edited ones after copying each to NN_slug.ipynb.bak)"
@@ -42,7 +44,7 @@ lab: data
 
 test: data
 	COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline $(BIN)/python -m pytest -n $(WORKERS) --dist loadfile \
-		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser tests $(NOTEBOOKS)
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=300 --durations=10 --ignore=tests/browser --ignore=tests/hub tests $(NOTEBOOKS)
 
 sync: install
 	$(BIN)/jupytext --update --to ipynb $(CHAPTERS)
@@ -67,6 +69,36 @@ test-browser: data $(BROWSER_STAMP) $(CHROMIUM)
 	$(BIN)/python -m course_lib.tools.student --quiet --out $(STUDENT_CI)
 	COURSE_BROWSER_TESTS=1 COURSE_BROWSER_CHAPTERS=$(STUDENT_CI) COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline \
 		$(BIN)/python -m pytest -n $(WORKERS) --dist load --durations=5 tests/browser
+
+# A JupyterHub for a study group on one machine (README, "A shared JupyterHub"). Its own venv, from a Python every
+# learner's account can run (the course's .venv may live in root's home), and configurable-http-proxy from npm.
+HUB         := build/hub
+HUB_PYTHON  ?= /usr/bin/python3
+HUB_VENV    := $(HUB)/venv
+HUB_STAMP   := $(HUB_VENV)/.installed
+CHP_VERSION := 5.3.0
+USERS       ?=
+LEADERS     ?=
+
+$(HUB_STAMP): pyproject.toml constraints-hub.txt
+	test -x $(HUB_VENV)/bin/python || $(HUB_PYTHON) -m venv $(HUB_VENV)
+	$(HUB_VENV)/bin/python -m pip install --quiet --upgrade 'pip>=24'
+	$(HUB_VENV)/bin/python -m pip install --quiet --constraint constraints-hub.txt --editable '.[hub]'
+	npm install --prefix $(HUB) --no-audit --no-fund --silent configurable-http-proxy@$(CHP_VERSION)
+	touch $@
+
+hub-install: $(HUB_STAMP)
+
+hub: data $(HUB_STAMP)
+	rm -rf $(HUB)/student  # the notebooks each learner gets a copy of (a learner's own copy is never replaced)
+	$(HUB_VENV)/bin/python -m course_lib.tools.student --quiet --out $(HUB)/student
+	cd $(HUB) && venv/bin/jupyterhub -f $(CURDIR)/course_lib/tools/hub/jupyterhub_config.py
+
+hub-users: $(HUB_STAMP)
+	$(HUB_VENV)/bin/python -m course_lib.tools.hub.users add $(USERS) $(if $(LEADERS),--leaders $(LEADERS))
+
+test-hub: data $(HUB_STAMP) $(BROWSER_STAMP) $(CHROMIUM)
+	COURSE_HUB_TESTS=1 .ci/offline $(BIN)/python -m pytest -q --durations=5 tests/hub
 
 bench: install
 	$(BIN)/python -m course_lib.zoo bench
