@@ -43,7 +43,8 @@
 # **Prerequisites.** Python and a little NumPy.
 #
 # **Time.** 20 minutes alone; 15 minutes at the start of a study group's first session: 5 min running the
-# course (1, 2), 5 min the data and the notation (3, 4), 5 min widgets, exercises and discussion (5-8).
+# course (1, 2), 5 min the data and the notation (3, 4), 5 min widgets, exercises and discussion (5-7, 9); section 8
+# (a hub for the group, several GPUs) is for the leader, when the group needs it.
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -352,7 +353,46 @@ show_solution(reference_pixel_mean)
 # every discussion question, and where learners stall.
 
 # %% [markdown]
-# ## 8. Discussion questions
+# ## 8. Beyond one machine: a hub for the group, several GPUs for a recipe
+#
+# Everything above runs for one person on one machine. Two well-kept tools take the course further, and the course
+# uses them rather than anything of its own:
+#
+# - **A study group on one shared server: JupyterHub.** `sudo make hub-users USERS="ana ben" LEADERS="lea"` creates
+#   the learners' accounts, `sudo make hub` starts [JupyterHub](https://jupyterhub.readthedocs.io): each learner logs in
+#   with their own password and gets their own JupyterLab, running as their own account (nobody can open anyone
+#   else's files), with their own copy of the student notebooks and the chapters read-only. The leader sees on the
+#   hub's admin page who is running what; idle servers are stopped after an hour; each learner's torch gets a share of
+#   the cores, so ten kernels do not fight over them. The README's "A shared JupyterHub" has the details.
+# - **A recipe bigger than one GPU: torchrun.** `torchrun --standalone --nproc_per_node 4 -m course_lib.zoo train
+#   ddpm_mnist --profile gpu` starts four processes that train one model together with PyTorch's
+#   `DistributedDataParallel`: each takes a quarter of every batch, the gradients are averaged, and the step is the
+#   recipe's step. It pays off when a `gpu` recipe takes hours on one card; every chapter's `ci` and `cpu` profiles,
+#   and the shipped checkpoints, need one machine and no GPU.
+#
+# The cell below checks the one fact that makes data-parallel training exact: the gradient of a mean loss over a batch
+# is the mean of the gradients over its equal slices.
+
+# %%
+seed_everything(0)
+net = torch.nn.Linear(5, 3)
+batch_x, batch_y = torch.randn(8, 5), torch.randint(3, (8,))
+
+
+def gradient_of(x, y):
+    net.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    return net.weight.grad.clone()
+
+
+whole = gradient_of(batch_x, batch_y)
+slices = [gradient_of(batch_x[i:i + 2], batch_y[i:i + 2]) for i in range(0, 8, 2)]  # 4 "processes", 2 rows each
+print(f"largest difference between the whole batch's gradient and the mean of 4 slices' gradients: "
+      f"{(whole - torch.stack(slices).mean(0)).abs().max():.1e}")
+assert torch.allclose(whole, torch.stack(slices).mean(0), atol=1e-6)
+
+# %% [markdown]
+# ## 9. Discussion questions
 #
 # 1. Why does the course check every derivation with a number, when the algebra is already written out?
 #    What kinds of mistakes can a numeric check catch that reading cannot, and which can it miss?
