@@ -12,7 +12,7 @@ WORKERS  ?= 2
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install data lab test test-browser sync bench clean student time hub hub-install hub-users test-hub
+.PHONY: help install data lab test test-browser sync bench clean student time hub hub-install hub-course hub-users test-hub
 
 help:
 	@echo "make lab    install the course into .venv, prepare the data, open JupyterLab on chapters/"
@@ -70,35 +70,45 @@ test-browser: data $(BROWSER_STAMP) $(CHROMIUM)
 	COURSE_BROWSER_TESTS=1 COURSE_BROWSER_CHAPTERS=$(STUDENT_CI) COURSE_PROFILE=ci OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 .ci/offline \
 		$(BIN)/python -m pytest -n $(WORKERS) --dist load --durations=5 tests/browser
 
-# A JupyterHub for a study group on one machine (README, "A shared JupyterHub"). Its own venv, from a Python every
-# learner's account can run (the course's .venv may live in root's home), and configurable-http-proxy from npm.
-HUB         := build/hub
+# A JupyterHub for a study group on one machine (README, "A shared JupyterHub"), installed where every learner's
+# account can read it (HUB_HOME, like any server software: not in someone's checkout, and from a Python every account
+# can run, where the course's .venv may live in root's home), with configurable-http-proxy from npm.
+HUB_HOME    ?= /opt/course-hub
 HUB_PYTHON  ?= /usr/bin/python3
-HUB_VENV    := $(HUB)/venv
+HUB_VENV    := $(HUB_HOME)/venv
 HUB_STAMP   := $(HUB_VENV)/.installed
 CHP_VERSION := 5.3.0
 USERS       ?=
 LEADERS     ?=
+HUB_ENV     := COURSE_HUB_HOME=$(HUB_HOME)
 
 $(HUB_STAMP): pyproject.toml constraints-hub.txt
 	test -x $(HUB_VENV)/bin/python || $(HUB_PYTHON) -m venv $(HUB_VENV)
 	$(HUB_VENV)/bin/python -m pip install --quiet --upgrade 'pip>=24'
-	$(HUB_VENV)/bin/python -m pip install --quiet --constraint constraints-hub.txt --editable '.[hub]'
-	npm install --prefix $(HUB) --no-audit --no-fund --silent configurable-http-proxy@$(CHP_VERSION)
+	$(HUB_VENV)/bin/python -m pip install --quiet --constraint constraints-hub.txt '.[hub]'
+	npm install --prefix $(HUB_HOME) --no-audit --no-fund --silent configurable-http-proxy@$(CHP_VERSION)
 	touch $@
 
 hub-install: $(HUB_STAMP)
 
-hub: data $(HUB_STAMP)
-	rm -rf $(HUB)/student  # the notebooks each learner gets a copy of (a learner's own copy is never replaced)
-	$(HUB_VENV)/bin/python -m course_lib.tools.student --quiet --out $(HUB)/student
-	cd $(HUB) && venv/bin/jupyterhub -f $(CURDIR)/course_lib/tools/hub/jupyterhub_config.py
+# The course as it is now: course_lib (with its data and checkpoints), the student notebooks each learner gets a
+# copy of (a learner's own copy is never replaced), and the chapters, read-only (without the facilitator notes).
+hub-course: install $(HUB_STAMP)
+	$(HUB_VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall .
+	rm -rf $(HUB_HOME)/student $(HUB_HOME)/chapters
+	$(BIN)/python -m course_lib.tools.student --quiet --out $(HUB_HOME)/student
+	mkdir -p $(HUB_HOME)/chapters $(HUB_HOME)/state
+	cp chapters/*.ipynb chapters/glossary.md $(HUB_HOME)/chapters/
+	chmod -R a+rX,go-w $(HUB_HOME) && chmod 700 $(HUB_HOME)/state
+
+hub: data hub-course
+	cd $(HUB_HOME)/state && $(HUB_ENV) $(HUB_VENV)/bin/jupyterhub -f $(CURDIR)/course_lib/tools/hub/jupyterhub_config.py
 
 hub-users: $(HUB_STAMP)
-	$(HUB_VENV)/bin/python -m course_lib.tools.hub.users add $(USERS) $(if $(LEADERS),--leaders $(LEADERS))
+	$(BIN)/python -m course_lib.tools.hub.users add $(USERS) $(if $(LEADERS),--leaders $(LEADERS))
 
-test-hub: data $(HUB_STAMP) $(BROWSER_STAMP) $(CHROMIUM)
-	COURSE_HUB_TESTS=1 .ci/offline $(BIN)/python -m pytest -q --durations=5 tests/hub
+test-hub: data hub-course $(BROWSER_STAMP) $(CHROMIUM)
+	COURSE_HUB_TESTS=1 $(HUB_ENV) .ci/offline $(BIN)/python -m pytest -q --durations=5 tests/hub
 
 bench: install
 	$(BIN)/python -m course_lib.zoo bench
