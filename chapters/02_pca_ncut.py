@@ -848,9 +848,14 @@ for kind in gaps:
         min_ncut = criteria_of_all_partitions(W, masks_12)[2].min()
         assert lam1 <= min_ncut + 1e-12
         gaps[kind].append((lam1, min_ncut))
+mean_gap = {}
 for kind, pairs in gaps.items():
-    gap = np.array(pairs)[:, 1] - np.array(pairs)[:, 0]
-    print(f"{kind:9s}: min Ncut - lambda_1 from {gap.min():.4f} to {gap.max():.4f} (mean {gap.mean():.4f})")
+    pairs = np.array(pairs)
+    gap = pairs[:, 1] - pairs[:, 0]
+    mean_gap[kind] = gap.mean()
+    print(f"{kind:9s}: min Ncut - lambda_1 from {gap.min():.4f} to {gap.max():.4f} (mean {gap.mean():.4f}); "
+          f"min Ncut from {pairs[:, 1].min():.3f} to {pairs[:, 1].max():.3f}")
+assert mean_gap["uniform"] > 3 * mean_gap["clustered"] and min(p[1] for p in gaps["uniform"]) > 0.8
 fig, ax = plt.subplots(figsize=(5, 4))
 for kind, pairs in gaps.items():
     pairs = np.array(pairs)
@@ -864,7 +869,8 @@ plt.show()
 # %% [markdown]
 # Every point lies on or above the diagonal, as the inequality says. For clustered graphs the relaxation is nearly tight
 # (there is a good discrete answer and $y_1$ is nearly piecewise constant); for uniform random weights (no structure,
-# like the complete graph of B.4) every partition has Ncut near 1 and $\lambda_1$ stays measurably below it.
+# like the complete graph of B.4) even the best partition has an Ncut near 1 and $\lambda_1$ stays measurably below it (the
+# printed gaps: several times larger for the uniform graphs).
 #
 # ### C.4 One eigenproblem, four solvers (optional deep dive)
 #
@@ -1224,6 +1230,9 @@ ramp = np.linspace(0, 1, 4096)                              # a smooth ramp, and
 two_level = np.where(np.arange(4096) < 2500, 0.0, 1.0) + 0.01 * np.random.default_rng(0).standard_normal(4096)
 print(f"stability of a linear ramp {eigenvector_stability(ramp):.2f}, of a two-level vector {eigenvector_stability(two_level):.2f}")
 assert eigenvector_stability(ramp) > 0.5 and eigenvector_stability(two_level) < 0.05
+gallery_stability = [eigenvector_stability(Y_gallery[:, index]) for index in range(1, 10)]
+print(f"stability of y_1 ... y_9 on the photo: at most {max(gallery_stability):.2f}")
+assert max(gallery_stability) < 0.2  # every one of them peaked, as the text says
 
 # %% [markdown]
 # ### D.5 Widgets: the affinity scales and the threshold
@@ -1279,7 +1288,7 @@ course_lib.core.widgets.interactive_figure(
 
 # %% [markdown]
 # Things to try: `coins` (each coin is nearly its own component: the first cut takes one coin), `astronaut` and `coffee` at
-# $\sigma_I = 0.1$ (a tiny, nearly disconnected clump wins: raise $\sigma_I$ to 0.2-0.3 and the split becomes a region), the threshold at
+# $\sigma_I = 0.1$ (a tiny, nearly disconnected clump wins: raise $\sigma_I$ to 0.3 and the split becomes a region), the threshold at
 # "zero" on `camera` (compare its Ncut with the search's).
 #
 # ### D.6 Recursive two-way cuts
@@ -1287,34 +1296,66 @@ course_lib.core.widgets.interactive_figure(
 # The paper's grouping algorithm: split, then split each part again on its own subgraph, and stop when the best split's
 # Ncut exceeds a threshold (or a part is too small, or its eigenvector unstable). `course_lib.topics.spectral.recursive_ncut` does
 # this; its threshold search skips thresholds that would leave fewer than `min_size` pixels on a side, so a clump of a few odd
-# pixels is not taken for a region. The stopping threshold matters most: a uniform region of this size can be cut in two for an
-# Ncut of about 0.05 (a long boundary of weak edges), so `max_ncut = 0.08` cuts the sky and the grass into pieces, and
-# `max_ncut = 0.03` keeps them whole. (On `coins` each cut takes off one coin, so it needs a recursion as deep as there are
-# coins: try it with `max_depth=30` when you have half a minute.)
+# pixels is not taken for a region. The stopping threshold `max_ncut` matters most, and the cell runs both photos at two
+# values: 0.01 (the left pair of panels) and 0.03 (the right pair). Ncut weighs the length of a boundary against the volumes it separates, not
+# only the contrast across it, so a uniform region is cheap to cut wherever it is narrow: on `camera` the sky is narrowest
+# above the man's head, and a short vertical line there cuts it for an Ncut of about 0.012, less than 0.03 but more than 0.01.
+# So at 0.01 the sky stays one segment and at 0.03 it is cut in two. On `horse` the horse stays whole at 0.01 and is cut into
+# pieces at 0.03, while the white background is cut into pieces at both: it is uniform, and narrow between the legs and at the
+# corners. The cell prints the numbers behind each of these sentences. (On `coins` each cut takes off one coin, so it needs a
+# recursion as deep as there are coins: try it with `max_depth=30` when you have half a minute.)
 
 # %%
 segment_images = {"camera": camera_128, "horse": load_resized("horse", 128)}
-fig, axes = plt.subplots(1, 4, figsize=(15, 4))
-for column, (name, image) in enumerate(segment_images.items()):
-    start = time.perf_counter()
+thresholds_seg = (0.01, 0.03)
+segmentations = {}
+fig, axes = plt.subplots(2, 4, figsize=(15, 8))
+for row, (name, image) in enumerate(segment_images.items()):
     W_seg = image_affinity(image, sigma_i=0.1, sigma_x=4.0, radius=5)
-    segment_labels, tried = recursive_ncut(W_seg, max_ncut=0.03, min_size=150, max_depth=6)
-    kept = [s for s in tried if s["kept"]]
-    print(f"{name}: {segment_labels.max() + 1} segments from {len(kept)} kept of {len(tried)} tried splits in "
-          f"{time.perf_counter() - start:.1f} s; Ncut of the kept splits {min(s['ncut'] for s in kept):.4f} to "
-          f"{max(s['ncut'] for s in kept):.4f}")
-    pixels = image.reshape(image.shape[0], -1).numpy()
-    mean_colour = np.stack([pixels[:, segment_labels == s].mean(1) for s in range(segment_labels.max() + 1)])  # (segments, C)
-    axes[2 * column].imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray")
-    axes[2 * column].contour(segment_labels.reshape(128, 128), levels=np.arange(segment_labels.max()) + 0.5, colors="r",
-                             linewidths=0.7)
-    axes[2 * column].set_title(f"{name}: {segment_labels.max() + 1} segments", fontsize=9)
-    axes[2 * column + 1].imshow(mean_colour[segment_labels].reshape(128, 128, -1).squeeze(-1), cmap="gray", vmin=0, vmax=1)
-    axes[2 * column + 1].set_title("each segment painted its mean intensity", fontsize=9)
-    assert segment_labels.max() + 1 >= 3 and (segment_labels >= 0).all()
-for ax in axes:
+    for column, max_ncut in enumerate(thresholds_seg):
+        start = time.perf_counter()
+        segment_labels, tried = recursive_ncut(W_seg, max_ncut=max_ncut, min_size=150, max_depth=6)
+        segmentations[name, max_ncut] = segment_labels, tried
+        kept = [s for s in tried if s["kept"]]
+        print(f"{name}, max_ncut = {max_ncut}: {segment_labels.max() + 1} segments from {len(kept)} kept of {len(tried)} "
+              f"tried splits in {time.perf_counter() - start:.1f} s; Ncut of the kept splits "
+              f"{', '.join(format(s['ncut'], '.4f') for s in sorted(kept, key=lambda s: s['ncut']))}")
+        ax_contour, ax_paint = axes[row, 2 * column], axes[row, 2 * column + 1]
+        ax_contour.imshow(image.permute(1, 2, 0).squeeze(-1), cmap="gray")
+        ax_contour.contour(segment_labels.reshape(128, 128), levels=np.arange(segment_labels.max()) + 0.5, colors="r",
+                           linewidths=0.7)
+        ax_contour.set_title(f"{name}, max_ncut = {max_ncut}: {segment_labels.max() + 1} segments", fontsize=9)
+        ax_paint.imshow(segment_labels.reshape(128, 128), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+        ax_paint.set_title("the segments, one colour each", fontsize=9)
+        assert segment_labels.max() + 1 >= 3 and (segment_labels >= 0).all()
+for ax in axes.flat:
     ax.axis("off")
 plt.show()
+
+
+def largest_share(labels):
+    """The fraction of the given pixels that carry their most common label."""
+    return np.bincount(labels).max() / len(labels)
+
+
+sky = np.zeros((128, 128), dtype=bool)
+sky[:20] = True                                              # the top 20 rows: sky, and the top of the man's head
+sky = sky.ravel() & (camera_128.reshape(-1).numpy() > 0.5)  # minus the dark head
+horse_intensity = segment_images["horse"].reshape(-1).numpy()
+horse_pixels = horse_intensity < 0.5                         # the dark horse on its white background
+sky_shares = [largest_share(segmentations["camera", t][0][sky]) for t in thresholds_seg]
+horse_shares = [largest_share(segmentations["horse", t][0][horse_pixels]) for t in thresholds_seg]
+only_at_03 = [s["ncut"] for s in segmentations["camera", 0.03][1] if s["kept"] and s["ncut"] >= 0.01]
+horse_background = [sum(horse_intensity[labels == s].mean() > 0.5 for s in range(labels.max() + 1))  # light segments
+                    for labels in (segmentations["horse", t][0] for t in thresholds_seg)]
+print(f"camera, top 20 rows of sky ({sky.sum()} pixels): the largest segment holds {100 * sky_shares[0]:.1f}% of them at "
+      f"max_ncut = 0.01, {100 * sky_shares[1]:.1f}% at 0.03; the split kept at 0.03 but not at 0.01 has Ncut "
+      f"{', '.join(format(v, '.4f') for v in only_at_03)}")
+print(f"horse ({horse_pixels.sum()} dark pixels): the largest segment holds {100 * horse_shares[0]:.1f}% of them at 0.01, "
+      f"{100 * horse_shares[1]:.1f}% at 0.03; the white background is cut into {horse_background[0]} segments at 0.01, "
+      f"{horse_background[1]} at 0.03")
+assert sky_shares[0] > 0.95 and sky_shares[1] < 0.8 and all(0.01 <= v < 0.03 for v in only_at_03) and len(only_at_03) >= 1
+assert horse_shares[0] > 0.95 and horse_shares[1] < 0.8 and min(horse_background) >= 3
 
 # %% [markdown]
 # ### D.7 Compared with scikit-learn's spectral clustering, if it is installed (optional deep dive)

@@ -7,7 +7,7 @@
 #         measured: '2026-12-05'
 #         seconds: 24
 #       cpu:
-#         machine: 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert)
+#         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-11-23'
 #         seconds: 547
 #         source: the chapter's table before course_lib.tools.timing, commit 95f6c4e (nbval/nbconvert)
@@ -27,7 +27,7 @@
 # ---
 
 # %% [markdown]
-# # 04 · Attention, the Vision Transformer, and CvT
+# # 04 · Attention, the Vision Transformer, CvT and Swin
 #
 # A Vision Transformer (ViT, Dosovitskiy et al. 2021) cuts an image into patches, treats the patches as a sequence of
 # tokens, and runs the Transformer encoder of language models on them, with almost nothing image-specific left. This
@@ -71,7 +71,7 @@
 # | profile | what trains | measured |
 # |---|---|---|
 # | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 24 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | the tiny ViT for 2,200 steps (batch 128, all 60,000 digits; 4 min 41 s, 98.3% test accuracy); Fashion-MNIST 600 steps (82.7%); ViT, CvT and CNN 300 steps each on 5,000 digits (with Fashion-MNIST about 4 min) | 9 min 7 s, measured 2026-11-23 on 2 CPU cores, no GPU, otherwise idle (earlier session, nbconvert) |
+# | `cpu` | the tiny ViT for 2,200 steps (batch 128, all 60,000 digits; 4 min 41 s, 98.3% test accuracy); Fashion-MNIST 600 steps (82.7%); ViT, CvT and CNN 300 steps each on 5,000 digits (with Fashion-MNIST about 4 min) | 9 min 7 s, measured 2026-11-23 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the shipped recipe (7,000 steps, digits shifted by up to 2 pixels); Fashion-MNIST 3,000 steps; ViT, CvT and CNN 1,500 steps each | not measured: no GPU where the course was timed |
 #
 # Whatever the profile, the attention pictures use the shipped checkpoint `vit_mnist`. Set the profile before starting
@@ -714,8 +714,9 @@ if xf_train is not None:
 # %% [markdown]
 # > **Common confusion:** "ViTs are worse than CNNs on ImageNet." The ViT paper's statement is narrower: ViTs **pre-trained only on
 # > ImageNet-1k** trail comparable ResNets (BiT); pre-trained on ImageNet-21k or JFT-300M they match or beat them. Trained from scratch on a
-# > small data set the gap is large: the UvA deep-learning course's ViT reaches 75.6% on CIFAR-10 after 180 epochs, where its
-# > CNNs reach about 90%. A ViT has to learn from data what a convolution assumes (locality, translation equivariance);
+# > small data set the gap is large, in a published result we do not rerun here: the ViT of the University of Amsterdam's deep-learning
+# > tutorials (Lippe, UvA DL tutorial 15), trained from scratch on CIFAR-10 for 180 epochs, reaches 75.6% test accuracy, where the
+# > CNNs of its tutorial 5 (ResNet, DenseNet, GoogLeNet) reach 90-92%. A ViT has to learn from data what a convolution assumes (locality, translation equivariance);
 # > MNIST is easy enough that the tiny ViT does well anyway. Section G measures the gap on a small budget.
 #
 # ---
@@ -791,6 +792,13 @@ print(f"trained, interior pairs: neighbours {near:.2f}, 3 or more patches apart 
 print(f"trained, all pairs: same row {trained_similarity[same_row].mean():.2f}, same column "
       f"{trained_similarity[same_col].mean():.2f}, neither {trained_similarity[elsewhere].mean():.2f}")
 assert near > far + 0.3 and trained_similarity[same_row].mean() > trained_similarity[elsewhere].mean() + 0.2
+ring = ~interior  # the 24 border positions
+ring_pairs = ring[:, None] & ring[None, :] & (distance > 0)
+off_diagonal = distance > 0
+print(f"trained, the border ring: ring to ring {trained_similarity[ring_pairs].mean():.2f}, ring to interior "
+      f"{trained_similarity[ring[:, None] & interior[None, :]].mean():.2f}; at initialisation, mean |similarity| off the "
+      f"diagonal {untrained_similarity[off_diagonal].abs().mean():.2f}")
+assert trained_similarity[ring_pairs].mean() > trained_similarity[ring[:, None] & interior[None, :]].mean() + 0.1
 
 # %% [markdown]
 # > **Common confusion:** this picture is often called "attention" ("the closer to yellow, the higher the attention").
@@ -819,10 +827,11 @@ course_lib.topics.vit.attention_explorer(x_show, show_attentions, patch_size=pat
 
 # %% [markdown]
 # Things to look for. Set the layer to 0 and the query to the patch at row 3, column 3 (the centre patch, token 25): each
-# head looks in its own direction from the query (on this 7: head 0 mostly up, head 2 to the right, head 3 to the left),
-# much as the taps of a convolution kernel would, learned from data. Then the [CLS] query in layers 1-3: most of its
-# weight sits on the patches with ink. A query on an empty corner patch spreads its attention. Patch queries send only
-# about 2% of their weight to [CLS]. And every image gives different maps, unlike the position-embedding grid of F.1.
+# head looks in its own direction from the query (on this 7: head 0 mostly up, head 2 to the right, head 3 to the left; the
+# next cell prints each head's mean offset), much as the taps of a convolution kernel would, learned from data. Then the
+# [CLS] query in layers 1-3: most of its weight sits on the patches with ink. A query on an empty corner patch spreads its
+# attention more than the centre patch's (a higher entropy, printed). Patch queries send only about 2% of their weight to
+# [CLS] (printed per layer). And every image gives different maps, unlike the position-embedding grid of F.1.
 #
 # Two numbers over 256 test digits: the share of the [CLS] token's attention (heads averaged) that lands on patches with
 # ink, per layer, against the share of patches that have ink; and the ViT paper's "mean attention distance" of each head,
@@ -838,6 +847,21 @@ ink_share = [(a.mean(1)[:, 0, 1:] * ink).sum(1).mean().item() for a in many_atte
 print(f"patches with ink: {ink.float().mean():.2f} of all; [CLS] attention on them, layers 0-3: "
       + ", ".join(f"{share:.2f}" for share in ink_share))
 assert min(ink_share[1:]) > 2 * ink.float().mean()
+rows_of, cols_of = torch.arange(grid * grid) // grid, torch.arange(grid * grid) % grid  # each patch's row and column
+centre_row = many_attentions[0][0, :, 1 + 3 * grid + 3, 1:]  # (heads, 49): layer 0, image 0 (a 7), centre-patch query
+centre_row = centre_row / centre_row.sum(-1, keepdim=True)
+offset_rows = (centre_row * (rows_of - 3)).sum(-1)  # attention-weighted mean offset, in patches (negative: up)
+offset_cols = (centre_row * (cols_of - 3)).sum(-1)  # (negative: left)
+print("layer 0, image 0, centre-patch query: mean offset of each head's attention (rows, columns; - is up/left): "
+      + ", ".join(f"head {h} ({r:+.2f}, {c:+.2f})" for h, (r, c) in enumerate(zip(offset_rows, offset_cols))))
+to_cls = [a[:, :, 1:, 0].mean().item() for a in many_attentions]  # patch queries' weight on [CLS], per layer
+entropy = lambda rows: -(rows * rows.clamp_min(1e-12).log()).sum(-1).mean().item()  # mean entropy of attention rows (nats)
+corner_entropy, centre_entropy = (entropy(many_attentions[1][:, :, token]) for token in (1, 1 + 3 * grid + 3))
+print("patch queries' weight on [CLS], layers 0-3: " + ", ".join(f"{share:.3f}" for share in to_cls)
+      + f"; layer 1, entropy of the attention of the corner patch {corner_entropy:.2f} nats, of the centre patch "
+        f"{centre_entropy:.2f} (uniform over 50 tokens {math.log(50):.2f})")
+assert offset_rows[0] < -0.5 and offset_cols[2] > 0.3 and offset_cols[3] < -0.5
+assert max(to_cls) < 0.05 and corner_entropy > centre_entropy
 
 attention_distance = course_lib.topics.vit.mean_attention_distance(many_attentions, (grid, grid), patch_size=patch)  # (L, h)
 uniform_distance = (distance * patch).mean().item()
@@ -1137,7 +1161,8 @@ print("ours == course_lib.topics.cvt.ConvAttention; 50 queries attend to 17 keys
 # > **Common confusion:** a common reading of the CvT architecture is "each stage is repeated $N_i$ times". In fact it is the
 # > **Transformer blocks within stage $i$** that repeat $N_i$ times (CvT-13: 1, 2, 10). The squeezed projection is often said to cost "almost
 # > no accuracy": the paper's table 7 (Wu et al. 2021) has stride 1 at 6.55 GFLOPs and 82.3% against stride 2 at 4.53 GFLOPs and 81.6%, a
-# > 0.7-point drop for 31% fewer FLOPs (the paper's text says 0.3%, its own table 0.7). "CvT consistently outperforms ViTs and ResNets" on
+# > 0.7-point drop for 31% fewer FLOPs (the paper's text says 0.3%, its own table 0.7; G.3 counts the same 31% saving on our
+# > CvT-13). "CvT consistently outperforms ViTs and ResNets" on
 # > transfer overclaims: in the paper's table 4 ViT-H/16 is best on Pets (94.82 vs 94.73). And "attention looks at local neighbourhoods
 # > before going global" means, precisely: the depthwise convolution mixes each token with its $3 \times 3$ neighbours before $q$, $k$, $v$
 # > are formed. One more, for anyone loading the official weights: `microsoft/CvT` scales the logits by `dim_out ** -0.5`, the full

@@ -112,7 +112,10 @@ print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num
 # The shipped tiny DETR (`detr_shapes`, 3,000 training steps) on held-out shapes scenes it never saw: each of its 8
 # object queries proposes one (class, box) pair, and the boxes drawn in yellow are the queries that are at least 50%
 # sure of a real class. No anchors, no grid and no non-maximum suppression: the one-to-one matching of section C taught
-# the queries to split the objects among themselves. The dashed cyan boxes are the ground truth.
+# the queries to split the objects among themselves. The dashed cyan boxes are the ground truth. The printout counts the
+# objects found (right class and an IoU of at least 0.5 with the true box; IoU, the area of the intersection over the area of the
+# union, is A.2's) and gives the mean average precision at IoU 0.5 (mAP@0.5, defined in D.5: 1 when every object is found and
+# every correct detection scores above every wrong one).
 #
 # By the end of this chapter you will have derived and trained this: the box geometry (A), the set loss with its
 # Hungarian matching (C), and the transformer that reads the image (D).
@@ -468,7 +471,9 @@ assert abs(total.item() - by_hand) < 1e-5
 # convolutional instead: chapter 03's `SmallCNN` to stride 4, one 3×3 stride-2 convolution to the $6 \times 6$ grid, a 1×1
 # convolution to 13 channels. Each output cell's receptive field (chapter 03) is what decides whether it can see
 # its whole object; here it covers 8×8-pixel cells and objects up to 21 pixels wide. Training a YOLO well is not this
-# chapter's goal; a few steps show each term going down.
+# chapter's goal; a few steps show the loss going down, and the printout gives each term's mean at the start and at the end.
+# The box terms, the no-object confidence and the class term fall; `conf_obj` need not: its target is the IoU of the
+# responsible predictor's box, which moves as the boxes improve, so that term can stay flat or even rise while the others fall.
 
 # %%
 yolo_cfg = per_profile(ci=dict(steps=30, batch_size=32), cpu=dict(steps=300, batch_size=32), gpu=dict(steps=1_000, batch_size=32))
@@ -502,6 +507,11 @@ for name in yolo_terms[0]:
 ax.set(yscale="log", xlabel="step", ylabel="per image", title="the five YOLO terms")
 ax.legend(fontsize=8, ncol=5)
 plt.show()
+term_change = {name: (np.mean([t[name] for t in yolo_terms[:window]]), np.mean([t[name] for t in yolo_terms[-window:]]))
+               for name in yolo_terms[0]}
+print(f"mean per term, first {window} steps -> last {window}: "
+      + ", ".join(f"{name} {a:.3f} -> {b:.3f}" for name, (a, b) in term_change.items()))
+assert all(term_change[name][1] < term_change[name][0] for name in ("xy", "wh", "conf_noobj", "class"))
 
 # %% [markdown]
 # Decoding (`course_lib.topics.yolo.decode`) turns the grid back into boxes: $6 \cdot 6 \cdot 2 = 72$ candidates per image, each scored
@@ -1005,7 +1015,8 @@ course_lib.core.widgets.interactive_figure(
 # class settle over the layers (move the layer slider); a query that predicts "no object" spreads its attention or sits on
 # background. Queries also specialise by **region** (the DETR paper's Fig. 7 shows it on COCO): each learned position $E_i$
 # tends to claim objects in one part of the image. The centres of the confident detections of each of the 8 queries,
-# over 300 held-out scenes:
+# over the first 300 held-out scenes (all 200 under `ci`), and the spread of those centres within one query against the
+# spread over all of them:
 
 # %%
 with torch.no_grad():
@@ -1018,6 +1029,13 @@ for q in range(cfg.model["num_queries"]):
 ax.set(xlim=(0, IMAGE), ylim=(IMAGE, 0), aspect="equal", title="centres of confident detections, by query")
 ax.legend(fontsize=6, markerscale=2, loc="upper right")
 plt.show()
+all_found = centres[found]  # (detections, 2)
+overall_spread = all_found.std(0).norm().item()  # rms distance of all detection centres from their mean, in pixels
+per_query = {q: centres[found[:, q], q] for q in range(cfg.model["num_queries"]) if found[:, q].sum() >= 10}
+query_spread = np.mean([c.std(0).norm().item() for c in per_query.values()])
+print(f"{len(all_found)} confident detections in {len(centres)} scenes; rms spread of their centres {overall_spread:.1f} px over all queries, "
+      f"{query_spread:.1f} px within one query (mean over the {len(per_query)} queries with at least 10 detections)")
+assert query_spread < 0.7 * overall_spread
 
 # %% [markdown]
 # ---
@@ -1221,6 +1239,11 @@ for n, q in enumerate(shown_queries):
         course_lib.core.plotting.overlay_heatmap(held_out["images"][scene_a], weights_[0, :, q].mean(0).reshape(12, 12), ax=axes[2 * n + m], alpha=0.55)
         axes[2 * n + m].set_title(f"query {q}{' (unmatched)' if q == unmatched else ''}\n{name}", fontsize=8)
 plt.show()
+inside = mask_logits_a[rows_a] > 0  # (matched queries, 144): the tokens of each query's object
+outside_plain, outside_masked = ((w[0][:, rows_a].mean(0) * ~inside).sum(-1) for w in (w_plain, w_masked))
+print("share of each matched query's attention (heads averaged) outside its object: plain "
+      + ", ".join(f"{v:.2f}" for v in outside_plain) + "; masked " + ", ".join(f"{v:.2f}" for v in outside_masked))
+assert outside_masked.max() < 1e-6 and outside_plain.min() > 0.05
 
 # %% [markdown]
 # ---
