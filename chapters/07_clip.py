@@ -64,7 +64,7 @@
 # | profile | what trains | measured |
 # |---|---|---|
 # | `ci` | the tiny CLIP for 40 steps (batch 64) on 5,000 digits (a smoke test: about 0.25 zero-shot); section C on the first 2,000 test digits | 17 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs): zero-shot accuracy 0.9885 on 2,000 test digits, the loss 0.05 nats above its floor (training 4 min 29 s) | 1 min 46 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | 1,000 steps of batch 128 on all 60,000 digits (2 epochs); the chapter prints the zero-shot accuracy it reaches and the loss's distance to its floor | 1 min 46 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the shipped recipe: 2,000 steps of batch 128, digits shifted by up to 2 pixels | not measured: no GPU where the course was timed; the shipped recipe (`python -m course_lib.zoo train clip_mnist --profile gpu`) trained in 6 min 55 s on 1 CPU thread shared with two other jobs (9 min 15 s with its evaluation and linear probe): zero-shot 0.9942 on the 10,000 test digits |
 #
 # Whatever the profile, sections C and D use the shipped checkpoint `clip_mnist`. Set the profile before starting
@@ -681,8 +681,10 @@ assert zero_shot_ensemble >= 0.9
 # reports that ensembling 80 prompt templates added 3.5 points of ImageNet accuracy.
 #
 # **A linear probe** reads the same frozen image features (the 128 pooled conv channels before the projection) with a logistic
-# regression trained on labelled digits: what the features know about the class when labels may be used. The supervised
-# `mnist_classifier` (a CNN trained end to end on the labels) is the ceiling.
+# regression trained on labelled digits: what the features know about the class when labels may be used. For reference,
+# the supervised `mnist_classifier` (a small CNN trained end to end on the labels; its accuracy on all 10,000 test digits,
+# from the manifest). It is not a ceiling here: on the full test set the shipped CLIP's zero-shot accuracy (0.9942 in
+# its manifest) is a little above the supervised CNN's 0.9916, and the cell checks both manifest numbers.
 
 # %%
 probe_n = per_profile(ci=dict(n=2_000), cpu=dict(n=20_000), gpu=dict(n=60_000)).n
@@ -690,7 +692,10 @@ probe_accuracy = course_lib.topics.clip.linear_probe(course_lib.topics.clip.imag
                                               test_features, y_eval)
 supervised = course_lib.core.checkpointing.read_manifest()["mnist_classifier"]["metrics"]["test_accuracy"]
 print(f"chance 0.10 | zero-shot (ensemble) {zero_shot_ensemble:.4f} | linear probe on {probe_n:,} labelled digits "
-      f"{probe_accuracy:.4f} | supervised CNN {supervised:.4f}")
+      f"{probe_accuracy:.4f} | supervised CNN {supervised:.4f} (all 10,000 test digits)")
+shipped_zero_shot = course_lib.core.checkpointing.read_manifest()["clip_mnist"]["metrics"]["zero_shot_test_accuracy"]
+print(f"on all 10,000 test digits (the manifests): shipped CLIP zero-shot {shipped_zero_shot:.4f}, supervised CNN {supervised:.4f}")
+assert shipped_zero_shot > supervised - 0.005
 
 predictions = course_lib.topics.clip.zero_shot_predict(test_embeddings, ensemble)
 confusion = torch.zeros(10, 10, dtype=torch.long)

@@ -1181,10 +1181,13 @@ for beta in tqdm(betas, desc="beta-VAE fine-tuning"):
     beta_results[beta] = evaluate_elbo(model_b, x_test_bin[:2000])
     with torch.no_grad():
         beta_results[beta]["means"] = model_b.encode(x_test_bin[:2000].to(DEVICE))[0].cpu()
-print(f"{'beta':>5} {'rate KL':>8} {'distortion':>11} {'-ELBO (beta = 1)':>17}   nats per image, 2,000 test digits")
+print(f"{'beta':>5} {'rate KL':>8} {'distortion':>11} {'-ELBO (beta = 1)':>17} {'rms |mu(x)|':>12}   nats per image, "
+      f"2,000 test digits")
 for beta, r in beta_results.items():
-    print(f"{beta:5.1f} {r['kl']:8.2f} {r['reconstruction']:11.2f} {r['neg_elbo']:17.2f}")
+    r["rms_mean"] = r["means"].pow(2).sum(1).mean().sqrt().item()  # how far the codes spread; the prior's rms |z| is sqrt(2)
+    print(f"{beta:5.1f} {r['kl']:8.2f} {r['reconstruction']:11.2f} {r['neg_elbo']:17.2f} {r['rms_mean']:12.3f}")
 rates = [beta_results[beta]["kl"] for beta in betas]
+assert beta_results[8.0]["rms_mean"] < beta_results[0.5]["rms_mean"]  # a larger beta pulls the codes in
 if beta_cfg.steps >= 100:  # enough steps for beta to have pushed the rate in the right direction
     assert rates[0] > rates[-1]
 
@@ -1214,7 +1217,8 @@ course_lib.core.widgets.interactive_figure(
     beta=ipywidgets.SelectionSlider(options=betas, value=4.0, description="beta"))
 
 # %% [markdown]
-# Things to look for: at large $\beta$ the posterior means huddle inside the prior's unit circle and the classes overlap (a low
+# Things to look for: at large $\beta$ the posterior means huddle towards the centre (the printed rms $\lVert \mu(x) \rVert$ falls as $\beta$
+# grows; the prior's is $\sqrt{2} = 1.41$) and the classes overlap (a low
 # rate: the code says less about the digit), reconstructions become prototypes, and the grid has fewer, smoother digits. At
 # $\beta < 1$ the code spreads out and the reconstructions sharpen, while the aggregate of the posteriors covers the prior
 # less evenly, so prior samples get worse. Pushed far enough, a large $\beta$ (or a strong decoder) makes the KL of some

@@ -44,8 +44,8 @@
 #   stop-gradient.
 #
 # **Prerequisites.** Chapter 01 (cross entropy from logits, `detach`, autograd), chapter 03 (convolutions, transposed
-# convolutions), chapter 08 (KL divergence, latent interpolation). Chapter 11's FID on classifier features (section E
-# uses the same metric).
+# convolutions), chapter 08 (KL divergence, latent interpolation). FID, the sample-quality number of this chapter and of
+# chapters 11-13, is defined here (briefly under "See it work first", in full in E.3).
 #
 # **Time.** Two study-group sessions of about 90 minutes: the game and its toys (A-D), then the MNIST GAN and the mini
 # DragGAN (E, F) with the discussion (H). The exercises (G) take about 40 minutes at home. The session plan, with what
@@ -109,9 +109,15 @@ print(f"profile = {profile()}, device = {DEVICE}, torch threads = {torch.get_num
 #
 # The generator this chapter builds, as shipped (`gan_mnist`: the DCGAN of E.1 trained with the recipe of E.2 for 18,000
 # steps): 64 digits from 64 random latents $z \sim \mathcal{N}(0, I_{64})$, one forward pass each, and its FID from the
-# manifest next to the real-vs-real floor at the same number of samples (E.3 says what both mean; lower is better, and
-# the floor is about what a perfect generator would score). By the end of this chapter you will have derived and trained this,
-# and dragged its strokes with a mini DragGAN (F).
+# manifest next to the real-vs-real floor at the same number of samples $n$.
+# By the end of this chapter you will have derived and trained this, and dragged its strokes with a mini DragGAN (F).
+#
+# **FID** (Fréchet inception distance, Heusel et al. 2017), in one paragraph (E.3 has the formula and checks it): pass
+# $n$ generated and $n$ real images through a fixed network, fit a Gaussian (a mean and a covariance) to each set of
+# feature vectors, and measure the Fréchet distance between the two Gaussians. Lower is better. The paper uses
+# Inception-v3 features of natural images; the course uses the 128-d features of its own shipped MNIST classifier, so
+# its numbers compare only with each other. Even two sets of *real* digits score above 0 at finite $n$: that
+# **real-vs-real floor**, printed next to every FID, is about what a perfect generator would score.
 
 # %%
 G_shipped = course_lib.zoo.load_shipped("gan_mnist", DEVICE)
@@ -520,20 +526,26 @@ def ring_snapshot(G, D):
 # %% [markdown]
 # **In training.** The same thing happens softly when $G$ moves faster than $D$. We train twice from the same start: with
 # equal learning rates ($10^{-3}$ for both), and with $G$ at $5 \cdot 10^{-3}$ and $D$ at $2 \cdot 10^{-4}$. The fast generator maps
-# all of $z$ to one tight blob (the paper's "Helvetica scenario") which wanders: onto a mode, off it, to another place,
-# chasing wherever $D$ currently is largest, and stays a blob for most of the run (given more steps, as under `cpu`, $D$
-# may catch up and the blob may start to spread). The balanced run first spreads, then finds the ring, then the modes.
+# all of $z$ to one tight blob (the paper's "Helvetica scenario"; the printed spread of its samples stays far below the
+# ring's 2.0 at most snapshots) which wanders from place to place, chasing wherever $D$ currently is largest, and covers
+# no mode or almost none (the cell asserts the spreads; at times $D$ catches up and the blob stretches, then collapses
+# again). The balanced run first spreads, then finds the ring, then the modes.
 
 # %%
-ring_runs = {}
+ring_runs, ring_spreads = {}, {}
 for name, lr_g, lr_d in [("balanced: lr_G = lr_D = 1e-3", 1e-3, 1e-3), ("fast G: lr_G = 5e-3, lr_D = 2e-4", 5e-3, 2e-4)]:
     seed_everything(1)
     G_r, D_r = MLPGenerator(latent_dim=2, out_dim=2, hidden=64), MLPDiscriminator(in_dim=2, hidden=64)
     snaps, _ = train_toy_gan(sample_ring, G_r, D_r, steps=toy_cfg.steps_2d, batch_size=128, lr=lr_g, lr_d=lr_d, seed=1,
                              snapshot_every=toy_cfg.steps_2d // 6, snapshot=ring_snapshot, desc=name)
     ring_runs[name] = [(step, s, mode_coverage(s, ring_centres, 0.05)) for step, s in snaps]
+    spreads = [(s - s.mean(0)).pow(2).sum(1).mean().sqrt().item() for _, s in snaps]  # rms distance from their mean
     print(f"{name}: modes covered at each snapshot {[c['modes_covered'] for _, _, c in ring_runs[name]]}, "
-          f"high-quality share at the end {ring_runs[name][-1][2]['high_quality']:.2f}")
+          f"high-quality share at the end {ring_runs[name][-1][2]['high_quality']:.2f}; spread of the samples "
+          f"{[round(x, 2) for x in spreads]} (the ring's: 2.0)")
+    ring_spreads[name] = spreads
+balanced_spread, fast_spread = ring_spreads.values()
+assert abs(balanced_spread[-1] - 2.0) < 0.2 and np.median(fast_spread[1:]) < 0.6  # the ring, against a blob
 
 fig, axes = plt.subplots(2, 7, figsize=(15, 4.6))
 for row, (name, run) in enumerate(ring_runs.items()):
@@ -551,7 +563,8 @@ plt.show()
 # mode gets covered. Remedies that change the model: **minibatch standard deviation** (Karras et al. 2018): $D$ gets the
 # standard deviation of its features across the batch as an extra input, so a batch of near-identical samples is easy to
 # reject (`course_lib.topics.gan.minibatch_std`, `MLPDiscriminator(use_minibatch_std=True)`; try it in the cell above with the
-# fast $G$: on this toy and these step counts it does not rescue the unbalanced run, which is worth knowing); unrolled GANs
+# fast $G$: we measured 1 mode covered at the end of the `ci` run's 900 steps, 6 of 8 after the `cpu` run's 1,500: it
+# helps, slowly, and does not replace balance); unrolled GANs
 # (Metz et al. 2017), which let $G$ see $D$'s next $k$ replies; and losses without the JSD's flat regions (Wasserstein GAN).
 #
 # ---
@@ -575,7 +588,7 @@ plt.show()
 # A transposed conv with kernel 4, stride 2, padding 1 doubles the size: $(n - 1)\cdot 2 - 2\cdot 1 + 4 = 2n$ (chapter 03).
 # The last stage at full resolution matters: a generator whose last layer jumps from $14 \times 14$ features straight to pixels
 # (one transposed convolution to one channel) has no room to draw clean strokes. Measured on this recipe after 5,000-6,000
-# steps, that two-stage generator scored FID 87 where this three-stage one reached 63 (E.3 says what FID measures).
+# steps, that two-stage generator scored FID 87 where this three-stage one reached 63 (FID: "See it work first" and E.3).
 # No BatchNorm in the discriminator: with it, the same run scored 137.
 
 # %%
@@ -665,12 +678,27 @@ plt.show()
 #
 # ### E.3 The shipped generator, its samples and its FID
 #
-# The shipped `gan_mnist` is the generator of the recipe above run for 18,000 steps (the `shipped` settings). The FID is chapter 11's, on the shipped classifier's
-# 128-d features (`course_lib.eval.fid`), with the same real reference digits; it is printed next to its **floor**, the FID
-# between two disjoint sets of real test digits of the same size $n$. FIDs are comparable only at the same $n$: the
-# manifest holds both this GAN's and the DDPM's at $n = 2{,}000$. Measured there: the GAN 20.2 (4.0x the floor), chapter
-# 11's DDPM 12.7, the floor 5.1. The grid below shows what such a number looks like; the cell prints the FID of the
-# shipped generator measured now and of the one you trained in E.2.
+# The shipped `gan_mnist` is the generator of the recipe above run for 18,000 steps (the `shipped` settings).
+#
+# **FID, defined.** Let $\phi(x) \in \mathbb{R}^{128}$ be the features of image $x$ (the layer before the logits of the
+# course's shipped MNIST classifier, `course_lib.eval.fid`; the same network and the same real reference digits in
+# chapters 09-13). Fit a Gaussian to the features of $n$ real digits, $\mathcal{N}(\mu_r, \Sigma_r)$ (sample mean and
+# covariance), and one to the features of $n$ generated digits, $\mathcal{N}(\mu_g, \Sigma_g)$. The FID is the Fréchet
+# (2-Wasserstein) distance between the two Gaussians, squared:
+#
+# $$
+# \mathrm{FID} = \lVert \mu_r - \mu_g \rVert^2 + \operatorname{tr}\big(\Sigma_r + \Sigma_g - 2\, (\Sigma_r \Sigma_g)^{1/2}\big) .
+# $$
+#
+# In one dimension it is $(\mu_r - \mu_g)^2 + (\sigma_r - \sigma_g)^2$: a wrong mean and a wrong spread both cost. The
+# matrix $\Sigma_r \Sigma_g$ is not symmetric, but it is similar to $\Sigma_r^{1/2} \Sigma_g \Sigma_r^{1/2}$, which is, so its
+# eigenvalues are real and $\ge 0$ and $\operatorname{tr} (\Sigma_r \Sigma_g)^{1/2}$ is the sum of their square roots. Means
+# and covariances estimated from $n$ samples are noisy, and the noise adds to the FID: two disjoint sets of $n$ *real*
+# test digits score above 0. That is the **floor**, printed next to every FID at the same $n$; FIDs compare only at
+# the same $n$, on the same features. The manifest holds both this GAN's and the DDPM's (chapter 11) at $n = 2{,}000$,
+# printed below. The cell first computes the formula step by step on real digits and on the shipped generator's samples
+# and checks it against the library's `frechet_distance`; then it prints the FID of the shipped generator and of the
+# one you trained in E.2, each with its floor.
 
 # %%
 G = course_lib.zoo.load_shipped("gan_mnist", DEVICE)
@@ -680,6 +708,33 @@ ddpm_metrics = course_lib.core.checkpointing.read_manifest().get("ddpm_mnist", {
 print(f"shipped DDPM for comparison (manifest): FID {ddpm_metrics.get('fid')} at n = {ddpm_metrics.get('fid_n')}")
 
 fid_n = per_profile(ci=dict(n=500), cpu=dict(n=2_000), gpu=dict(n=2_000)).n
+
+
+def my_fid(features_a, features_b):
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) for feature sets (N_a, D) and (N_b, D)."""
+    a, b = features_a.double(), features_b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)  # (D,)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)  # (D, D) covariances
+    eigenvalues = torch.linalg.eigvals(cov_a @ cov_b).real.clamp(min=0)  # real and >= 0, up to rounding
+    return (((mu_a - mu_b) ** 2).sum() + cov_a.trace() + cov_b.trace() - 2 * eigenvalues.sqrt().sum()).item()
+
+
+judge = course_lib.eval.fid.shipped_classifier(DEVICE)
+real_reference, real_twin = course_lib.eval.fid.real_split(fid_n, load_mnist("test")[0])  # two disjoint sets of n
+features = {name: course_lib.eval.fid.classifier_outputs(images, judge)[0]  # (n, 128) each
+            for name, images in [("reference", real_reference), ("twin", real_twin), ("GAN", sample_images(G, fid_n, seed=0))]}
+for name in ("twin", "GAN"):
+    mine = my_fid(features[name], features["reference"])
+    library = course_lib.eval.fid.frechet_distance(features[name], features["reference"])
+    print(f"FID, {'real vs real (the floor)' if name == 'twin' else 'shipped GAN vs real'}, n = {fid_n}: "
+          f"step by step {mine:.3f}, library {library:.3f}")
+    assert abs(mine - library) < 1e-4 * library
+one_d = torch.Generator().manual_seed(0)
+one_d_a, one_d_b = torch.randn(200_000, 1, generator=one_d) * 2 + 1, torch.randn(200_000, 1, generator=one_d) * 0.5
+print(f"1-D check, N(1, 2^2) against N(0, 0.5^2): FID {my_fid(one_d_a, one_d_b):.3f}, "
+      f"(1 - 0)^2 + (2 - 0.5)^2 = {1 + 1.5 ** 2:.3f}")
+assert abs(my_fid(one_d_a, one_d_b) - 3.25) < 0.05
+
 quality = course_lib.topics.gan.generator_quality(G, n=fid_n, seed=0)
 print(f"GAN FID at n = {fid_n}: {quality['fid']:.2f}; real-vs-real floor at the same n: {quality['fid_floor']:.2f}; "
       f"label entropy per image {quality['per_image_label_entropy']:.3f}, of the label mix "
@@ -931,6 +986,9 @@ print(f"final |handle - target| over {drag_cfg.cases} drags (start 4.47 px): wit
       f"{distance_sg.mean():.2f} px (median {distance_sg.median():.2f}), without {distance_no_sg.mean():.2f} px "
       f"(median {distance_no_sg.median():.2f})")
 assert distance_sg.mean() < distance_no_sg.mean()
+steps_sg = torch.tensor([r["steps_run"] for r in ablation[True]]).double()
+print(f"Adam steps per drag with the stop-gradient (a drag stops once the handle is within 1 px, at most 40): "
+      f"median {steps_sg.median():.0f}, largest {steps_sg.max():.0f}")
 
 fig, axes = plt.subplots(3, min(drag_cfg.cases, 8), figsize=(1.6 * min(drag_cfg.cases, 8), 5.2), squeeze=False)
 for col in range(min(drag_cfg.cases, 8)):
@@ -948,7 +1006,7 @@ plt.show()
 # %% [markdown]
 # The mask: the same drags with a mask that allows changes only in a box 4 pixels around the handle and the target,
 # for several weights $\lambda$ ($\lambda = 0$ is no mask). Three numbers per setting: the final handle-target distance; the mean
-# absolute pixel change *outside* the box; and how often the shipped MNIST classifier (chapter 11's FID network) still
+# absolute pixel change *outside* the box; and how often the shipped MNIST classifier (the FID network of E.3) still
 # reads the same digit after the edit.
 
 # %%
@@ -982,10 +1040,11 @@ assert mask_sweep[10.0][1] < mask_sweep[0.0][1]
 
 # %% [markdown]
 # Without the stop-gradient (bottom row of the figure) the handles end farther from the target than with it (the cell
-# checks this), near where they started (4.47 px; under `cpu`, 16 drags ended 4.66 px away on average), and the strokes
-# around them fade: the loss went down by flattening the features, not by moving them. Under `ci` the means are over 4
-# drags only and can be close (in our `ci` run, 1.78 px with the stop-gradient and 1.97 px without): run `cpu` to see the
-# gap.
+# checks this). Under `cpu`, 16 drags ended 4.66 px away on average without it, no closer than they started (4.47 px),
+# against 1.26 px with it: the content did not move towards the target. Under `ci` the means are over 4 drags only and
+# can be close (printed above; a few drags reach the target either way): run `cpu` to see the gap. The drags with the
+# stop-gradient stop early: in the `cpu` run half of them needed 12 Adam steps or fewer (the cell prints the median
+# and the largest).
 #
 # Read the mask table as a trade-off, and a limit of this mini version. Without a mask the handle gets close, but the
 # whole digit is free to change and often becomes another digit: $z$ has 64 numbers, and every one of them acts on the
@@ -999,7 +1058,8 @@ assert mask_sweep[10.0][1] < mask_sweep[0.0][1]
 # > **Common confusion:** a common reading of DragGAN writes the motion-supervision loss without the stop-gradient, sums
 # > from $i = 0$, and takes $n$ to be the number of motion-supervision steps. In fact (Pan et al. 2023): the stop-gradient on
 # > $\mathbf{F}(q_i)$ is the heart of the method (F.4: without it the handles do not get there); $n$ is the **number of handle
-# > points**, and the sum runs $i = 1, \dots, n$ (the number of optimisation steps, 30-200 in the paper, is separate); and the masked term
+# > points**, and the sum runs $i = 1, \dots, n$ (the number of optimisation steps is separate: the paper reports 30-200
+# > per edit of a StyleGAN2 image; our 4.5-pixel drags stop after at most 40, and F.4 prints how many they took); and the masked term
 # > $\lambda \lVert (\mathbf{F} - \mathbf{F}_0) \odot (1 - \mathbf{M}) \rVert_1$ is not a "reconstruction loss" but a regulariser that keeps the
 # > region outside the mask as it was.
 #

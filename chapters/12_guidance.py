@@ -7,7 +7,7 @@
 #         measured: '2026-12-05'
 #         seconds: 29
 #       cpu:
-#         machine: 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert)
+#         machine: 2 CPU cores, no GPU, shared with a CI run for most of it
 #         measured: '2026-11-23'
 #         seconds: 982
 #         source: the chapter's table before course_lib.tools.timing, commit e920b18 (nbval/nbconvert)
@@ -58,7 +58,7 @@
 # 15 min) and G (inpainting, 15 min).
 #
 # **Time.** Two sessions of about 75 minutes; the plan, what to pre-run and the answers to the discussion questions are
-# in [facilitator/12_guidance.md](facilitator/12_guidance.md). The exercises (H) take about 40 minutes at home.
+# in [facilitator/12_guidance.md](facilitator/12_guidance.md). The exercises (H) take about 50 minutes at home.
 #
 # **What runs, and how long** (the whole chapter, top to bottom, on a fresh kernel; `ci` with 1 torch thread as the
 # test suite runs it, `cpu` with torch's default threads; `make time PROFILE=ci` or `PROFILE=cpu` measures it and
@@ -67,7 +67,7 @@
 # | profile | what trains and samples | measured |
 # |---|---|---|
 # | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 29 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with a CI run for most of it (earlier session, nbconvert) |
+# | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with a CI run for most of it |
 # | `gpu` | noisy classifier 3,000 steps; the CFG U-Net recipe that ships (1,400 steps, batch 64); sweep n = 1,000, 25 steps | not measured: no GPU where the course was timed; the shipped run took 884 s on 1 busy CPU thread |
 #
 # Set the profile before starting JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
@@ -195,9 +195,26 @@ course_lib.topics.guidance.classifier_guidance_schematic()
 plt.show()
 
 # %% [markdown]
-# `course_lib.topics.guidance.ClassifierGuidance` wraps an $\epsilon$-model and a classifier into such a function; chapter 11's
-# `ddim_sample` runs it unchanged. First a check: with the exact mixture $\epsilon$ and the exact classifier, $\gamma = 1$
-# reproduces the $\epsilon$ of the class mixture.
+# **The algorithm, step by step.** At every step of the sampler, for the batch $x_t$ (all at one step $t$) and each
+# example's target label $c$:
+#
+# 1. `eps = eps_model(x_t, t)`: the unconditional noise prediction, one forward pass.
+# 2. Chapter 11's samplers run under `torch.no_grad()`: no graph is recorded, which saves memory and time, but also
+#    means no gradient can be taken. The classifier's gradient needs one, so switch autograd back on for this part
+#    only: `with torch.enable_grad():`.
+# 3. Inside it, make $x_t$ a fresh leaf, `x = x_t.detach().requires_grad_(True)`: the gradient is taken with respect
+#    to this step's input and goes no further back.
+# 4. `log_p = log_prob(x, t)`, shape (N,): each example's $\log p_\phi(c \mid x_t, t)$ for its own label (for a
+#    network, `log_softmax` of its logits, picked at the label).
+# 5. `grad = torch.autograd.grad(log_p.sum(), x)[0]`, the shape of $x_t$. Summing is safe: example $i$'s
+#    log-probability depends on $x_i$ only, so row $i$ of the gradient of the sum is example $i$'s own gradient.
+#    `autograd.grad` returns a plain tensor (no graph), so nothing of this leaks into the sampler.
+# 6. `eps - gamma * sqrt(1 - alpha_bar_t) * grad`, with $\sqrt{1 - \bar\alpha_t}$ read at the batch's step $t$. The
+#    sampler's DDIM step uses it as it would any $\epsilon$.
+#
+# Exercise H.6 asks you to write these six steps; `course_lib.topics.guidance.ClassifierGuidance` does the same, as an
+# $\epsilon$-model that chapter 11's `ddim_sample` runs unchanged. First a check: with the exact mixture $\epsilon$ and the
+# exact classifier, $\gamma = 1$ reproduces the $\epsilon$ of the class mixture.
 
 # %%
 label_2d = 1  # guide towards the small modes
@@ -248,13 +265,26 @@ plt.show()
 
 # %% [markdown]
 # Samples: DDIM ($\eta = 0$, 50 steps) from the same 500 starting points, with the exact $\epsilon$ and the exact noisy
-# classifier. We measure the fraction that lands on a class-1 mode and the spread around the nearest mode (the data's
-# std is 0.5).
+# classifier. We measure the fraction that lands on a class-1 mode and the spread around the nearest mode, split in two:
+# **radial** (along the line from the centre through the mode) and **tangential** (along the circle). The data's std is
+# 0.5 in both directions; the cell prints both parts for 5,000 points of the data too.
 
 # %%
+def radial_tangential_spread(x0):
+    """rms offset from the nearest mode, (radial, tangential): along the mode's direction from the centre, and across it."""
+    nearest_mean = mixture.means[torch.cdist(x0, mixture.means).argmin(1)]  # (n, 2)
+    offset = x0 - nearest_mean
+    radial_dir = nearest_mean / nearest_mean.norm(dim=1, keepdim=True)  # (n, 2) unit vectors
+    tangential_dir = torch.stack([-radial_dir[:, 1], radial_dir[:, 0]], 1)
+    return ((offset * radial_dir).sum(1).pow(2).mean().sqrt().item(),
+            (offset * tangential_dir).sum(1).pow(2).mean().sqrt().item())
+
+
+data_radial, data_tangential = radial_tangential_spread(mixture.sample(5000, generator=torch.Generator().manual_seed(0)).double())
+print(f"the data: radial spread {data_radial:.3f}, tangential spread {data_tangential:.3f}")
 n_2d = 500
 x_T_2d = torch.randn(n_2d, 2, dtype=torch.float64, generator=generator)
-guided_samples, in_class, spread, radius = {}, {}, {}, {}
+guided_samples, in_class, spread, radius, radial, tangential = {}, {}, {}, {}, {}, {}
 for gamma in [0.0, 1.0, 3.0, 10.0]:
     model_2d = ClassifierGuidance(exact_eps, exact_class_log_prob, schedule, gamma)
     x0 = ddim_sample(model_2d, (n_2d, 2), schedule, steps=50, x_T=x_T_2d, clip_x0=False, show_progress=False)
@@ -263,24 +293,57 @@ for gamma in [0.0, 1.0, 3.0, 10.0]:
     in_class[gamma] = (component_classes[nearest] == label_2d).double().mean().item()
     spread[gamma] = (x0 - mixture.means[nearest]).pow(2).sum(1).div(2).mean().sqrt().item()
     radius[gamma] = x0.norm(dim=1).mean().item()
-    print(f"gamma = {gamma:4.1f}: fraction in class {label_2d} = {in_class[gamma]:.3f}, std around the nearest mode = "
-          f"{spread[gamma]:.3f}, mean distance from the centre = {radius[gamma]:.2f} (the modes: 4)")
-assert abs(in_class[0.0] - 0.25) < 0.08 and in_class[1.0] > 0.97 and spread[3.0] < 0.85 * spread[1.0]
-assert radius[10.0] > radius[1.0] + 0.5  # strong guidance pushes the samples off the data, outwards
+    radial[gamma], tangential[gamma] = radial_tangential_spread(x0)
+    print(f"gamma = {gamma:4.1f}: fraction in class {label_2d} = {in_class[gamma]:.3f}, spread around the nearest mode: "
+          f"radial {radial[gamma]:.3f}, tangential {tangential[gamma]:.3f} (both {spread[gamma]:.3f}); "
+          f"mean distance from the centre {radius[gamma]:.2f} (the modes: 4)")
+assert abs(in_class[0.0] - 0.25) < 0.08 and in_class[1.0] > 0.97
+assert abs(radial[1.0] - data_radial) < 0.05 and abs(tangential[1.0] - data_tangential) < 0.05  # gamma = 1: the data's spread
+assert tangential[3.0] < 0.2 * tangential[1.0] and radial[3.0] > 0.9 * data_radial  # gamma = 3: squeezed along the circle only
+assert radius[10.0] > radius[1.0] + 0.5 and radial[10.0] > 1.5 * data_radial  # strong guidance: outwards, off the data
+
+# why along the circle only: the direction of the classifier's gradient, on points drawn from p_t at t = 200
+p_200 = noised_mixture(mixture, schedule, 200)
+x_probe = p_200.sample(2000, generator=torch.Generator().manual_seed(1)).double().requires_grad_(True)
+probe_grad = torch.autograd.grad(class_log_prob(p_200, component_classes, x_probe, label_2d).sum(), x_probe)[0]
+radial_share = ((probe_grad * x_probe.detach() / x_probe.detach().norm(dim=1, keepdim=True)).sum(1).pow(2).sum()
+                / probe_grad.pow(2).sum()).item()
+print(f"t = 200: the radial part of grad log p_t(c | x) carries {radial_share:.0%} of its squared length "
+      f"(the rest points along the circle)")
+assert radial_share < 0.2
+
+# and not a discretisation error: gamma = 10 with 200 steps instead of 50
+x0_fine = ddim_sample(ClassifierGuidance(exact_eps, exact_class_log_prob, schedule, 10.0), (n_2d, 2), schedule, steps=200,
+                      x_T=x_T_2d, clip_x0=False, show_progress=False)
+spread_fine = (x0_fine - mixture.means[torch.cdist(x0_fine, mixture.means).argmin(1)]).pow(2).sum(1).div(2).mean().sqrt().item()
+print(f"gamma = 10, spread around the nearest mode: {spread[10.0]:.3f} with 50 steps, {spread_fine:.3f} with 200; "
+      f"mean distance from the centre {radius[10.0]:.2f} and {x0_fine.norm(dim=1).mean():.2f}")
+assert abs(spread_fine - spread[10.0]) < 0.1
+
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.9))
 for ax, (gamma, x0) in zip(axes, guided_samples.items()):
     ax.scatter(*x0.T, s=3, alpha=0.5)
     ax.plot(*(mixture.means.T), "k+", ms=8)
-    ax.set(title=f"gamma = {gamma:g}: {in_class[gamma]:.0%} in class 1", aspect="equal", xlim=(-6, 6), ylim=(-6, 6))
+    ax.set(title=f"gamma = {gamma:g}: {in_class[gamma]:.0%} in class 1\nradial {radial[gamma]:.2f}, "
+                 f"tangential {tangential[gamma]:.2f}", aspect="equal", xlim=(-6, 6), ylim=(-6, 6))
 plt.show()
 
 # %% [markdown]
 # $\gamma = 0$ gives the prior's 25% of small-mode points; $\gamma = 1$ puts them all on class 1, with the data's spread
-# (0.5); $\gamma = 3$ pulls them tighter than the data (fidelity bought with diversity). At $\gamma = 10$ something else
-# happens: the samples are pushed **outwards, off the data**, to a mean radius near 5 instead of 4. The classifier's
-# gradient keeps growing away from the class-0 modes, and nothing in $p_t(x)\, p_t(c \mid x)^{10}$ stops it: far out on the
-# circle's outside the classifier is even surer. It is the 2-D picture of the over-saturated, over-sharpened images of
-# very large guidance scales. The 50- and 200-step runs agree (0.72 and 0.75), so it is not a discretisation error.
+# (about 0.5 both ways, printed above). $\gamma = 3$ does **not** pull the samples tighter in every direction: each mode
+# turns into a short **radial segment**. The spread along the circle collapses (tangential about 0.07 against the data's
+# 0.5), while the spread along the radius stays at the data's, even a little wider (about 0.54), and the segments sit
+# slightly outside the circle (mean radius about 4.2). The reason is the classifier: which mode a point belongs to is
+# decided mostly by its *angle*, so $\nabla \log p_t(c \mid x)$ points almost along the circle (its radial part carries
+# about a tenth of its squared length, printed above). Scaling it up squeezes the angle, towards the middle of each
+# class-1 mode, and leaves the radius to the unconditional score. Fidelity is bought with diversity, but only in the
+# direction the classifier can see.
+#
+# At $\gamma = 10$ something else happens: the samples are pushed **outwards, off the data**, to a mean radius near 5
+# instead of 4, and the segments stretch (radial spread about 1, twice the data's). The classifier's gradient keeps
+# growing away from the class-0 modes, and nothing in $p_t(x)\, p_t(c \mid x)^{10}$ stops it: far out on the circle's
+# outside the classifier is even surer. It is the 2-D picture of the over-saturated, over-sharpened images of very large
+# guidance scales. The 50- and 200-step runs agree (the cell prints both spreads), so it is not a discretisation error.
 #
 # > **Common confusion: "a guidance scale $\gamma$ samples $p(x \mid c)^\gamma$" or "$p(x)\,p(c \mid x)^\gamma$".** Guidance follows the score of
 # > $p_t(x)\, p_t(c \mid x)^\gamma$ *at every noise level separately*. Those tilted noisy densities are in general **not** the
@@ -341,9 +404,9 @@ plt.show()
 
 # %% [markdown]
 # Even the `ci` classifier, trained for seconds, moves the samples: with guidance the shipped classifier reads the target
-# label more often than without (printed above; the cell asserts it). The samples also show the price: strokes
-# bent towards whatever the small classifier finds most "7-like". Two costs of classifier guidance show here: a second network to train (on noisy data, which off-the-shelf classifiers are
-# not), and a backward pass through it at every sampling step. Classifier-free guidance removes both.
+# label more often than without (printed above; the cell asserts it).
+# Two costs of classifier guidance show here: a second network to train (on noisy data, which off-the-shelf classifiers
+# are not), and a backward pass through it at every sampling step. Classifier-free guidance removes both.
 #
 # ---
 # ## D. Classifier-free guidance
@@ -735,13 +798,53 @@ course_lib.core.check.check_function(lambda t, s, x: autograd_score(my_guided_lo
 course_lib.core.check.show_solution(course_lib.topics.guidance.guided_log_density)
 
 # %% [markdown]
+# **H.6** Classifier guidance, step by step: write section B's six steps as
+# `my_classifier_guided_eps(eps_model, log_prob, schedule, gamma, x_t, t)`, with `eps_model(x_t, t)` an $\epsilon$-model,
+# `log_prob(x_t, t)` the (N,) log-probabilities of the target labels and `t` an (N,) tensor holding one step. It must
+# work when called inside `torch.no_grad()`, as the sampler calls it. The check compares it with `ClassifierGuidance`
+# under `torch.no_grad()`, on the exact 2-D mixture and on section C's noisy classifier guiding the shipped DDPM, and
+# then runs `ddim_sample` with it. *Predict, then run:* what does `torch.autograd.grad` raise if you leave out the
+# `enable_grad` block?
+
+# %% tags=["exercise"]
+def my_classifier_guided_eps(eps_model, log_prob, schedule, gamma, x_t, t):
+    """eps(x_t, t) - gamma sqrt(1 - alpha_bar_t) grad_x log p(c | x_t, t), same shape as x_t; works under torch.no_grad()."""
+    eps = eps_model(x_t, t)  # 1. the unconditional noise prediction
+    with torch.enable_grad():  # 2. the sampler runs under no_grad: autograd back on, here only
+        x = x_t.detach().requires_grad_(True)  # 3. a fresh leaf: this step's input
+        log_p = log_prob(x, t)  # 4. (N,) log p(c | x_t, t), each example's own label
+        grad = torch.autograd.grad(log_p.sum(), x)[0]  # 5. row i = example i's own gradient
+    sigma_t = float(schedule.sqrt_one_minus_alpha_bars[int(t.reshape(-1)[0])])  # sqrt(1 - alpha_bar_t), one t per batch
+    return eps - gamma * sigma_t * grad  # 6. the guided eps
+
+
+# %%
+mnist_x = torch.randn(4, 1, 28, 28, generator=generator).to(DEVICE)
+guidance_cases = [(exact_eps, exact_class_log_prob, schedule, gamma, x_demo[:50], torch.full((50,), t))
+                  for gamma, t in [(1.0, 20), (3.0, 300), (10.0, 900)]]
+guidance_cases.append((ddpm_model, label_log_prob(noisy_classifier, targets[:4].to(DEVICE)), ddpm_schedule, 5.0, mnist_x,
+                       torch.full((4,), 400, device=DEVICE)))
+with torch.no_grad():  # as inside chapter 11's samplers
+    course_lib.core.check.check_function(
+        my_classifier_guided_eps,
+        lambda eps_model, log_prob, sched, gamma, x, t: ClassifierGuidance(eps_model, log_prob, sched, gamma)(x, t),
+        guidance_cases, name="my_classifier_guided_eps", atol=1e-5)
+x0_mine = ddim_sample(lambda x, t: my_classifier_guided_eps(exact_eps, exact_class_log_prob, schedule, 3.0, x, t),
+                      (n_2d, 2), schedule, steps=50, x_T=x_T_2d, clip_x0=False, show_progress=False)
+assert torch.allclose(x0_mine, guided_samples[3.0], atol=1e-8)
+print("ddim_sample (which runs under torch.no_grad) with my_classifier_guided_eps at gamma = 3 gives section B's samples")
+
+# %%
+course_lib.core.check.show_solution(ClassifierGuidance)
+
+# %% [markdown]
 # ---
 # ## Summary
 #
 # | key equation | derived in | checked by |
 # |---|---|---|
 # | $\nabla_x \log p_t(x \mid c) = \nabla_x \log p_t(x) + \nabla_x \log p_t(c \mid x)$ | A | the exact 2-D mixture, to $10^{-8}$, in A |
-# | $\epsilon_\gamma = \epsilon_\theta(x_t, t) - \gamma \sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log p_t(c \mid x_t)$ | B | $\gamma = 1$ gives the exact conditional $\epsilon$, in B |
+# | $\epsilon_\gamma = \epsilon_\theta(x_t, t) - \gamma \sqrt{1 - \bar\alpha_t}\, \nabla_{x_t} \log p_t(c \mid x_t)$ | B | $\gamma = 1$ gives the exact conditional $\epsilon$, in B; your step-by-step version against the library's, in exercise 6 of H |
 # | $\tilde\epsilon = (1 + w)\, \epsilon_c - w\, \epsilon_\varnothing = s\, \epsilon_c + (1 - s)\, \epsilon_\varnothing$, $s = 1 + w$ | D.1 | the two conventions and CFG = classifier guidance with $\gamma = s$, in D.1; two passes = one doubled batch, in D.2 |
 # | label dropout: $c \to \varnothing$ with probability $p_\text{uncond} = 0.2$ | D.3 | the rate on 100,000 labels, in D.3 |
 # | CFG follows $\nabla_x \log p_t(x)^{1 - s}\, p_t(x \mid c)^s$ | H | the autograd check of exercise 5 in H |

@@ -127,6 +127,41 @@ def test_the_chapters_step_by_step_cfg_is_the_library_one():
                                   G.ClassifierFreeGuidance(model, labels, s)(x, t), atol=1e-5)
 
 
+def test_the_chapters_step_by_step_classifier_guidance_is_the_library_one():
+    source = (Path(__file__).resolve().parents[1] / "chapters" / "12_guidance.py").read_text()
+    start = source.index("def my_classifier_guided_eps(")
+    cell = source[start:source.index("\n# %%", start)]
+    namespace = {"torch": torch}
+    exec(cell, namespace)  # the chapter's exercise H.6, with its solution
+    mine = namespace["my_classifier_guided_eps"]
+    mixture = toy_mixture()
+    eps_u = G.MixtureEps(mixture, SCHEDULE)
+
+    def exact_log_prob(x, t):
+        return G.class_log_prob(G.noised_mixture(mixture, SCHEDULE, int(t[0])), CLASSES, x, 1)
+
+    x = torch.randn(64, 2, dtype=torch.float64, generator=gen(4)) * 2
+    with torch.no_grad():  # as the samplers call it
+        for gamma, t in [(0.0, 10), (1.0, 100), (3.0, 400), (10.0, 900)]:
+            tb = torch.full((64,), t)
+            assert torch.allclose(mine(eps_u, exact_log_prob, SCHEDULE, gamma, x, tb),
+                                  G.ClassifierGuidance(eps_u, exact_log_prob, SCHEDULE, gamma)(x, tb), atol=1e-10)
+    # a network classifier on images, inside ddim_sample (which runs under no_grad)
+    torch.manual_seed(0)
+    classifier, model = G.NoisyDigitClassifier(channels=(4, 8), emb_dim=16).eval(), tiny_cfg_unet()
+    labels = torch.tensor([0, 3, 7])
+    log_prob = G.label_log_prob(classifier, labels)
+    x_T = torch.randn(3, 1, 28, 28, generator=gen(5))
+    unconditional = G.NullLabel(model)
+    ours = ddim_sample(lambda x, t: mine(unconditional, log_prob, SCHEDULE, 4.0, x, t), (3, 1, 28, 28), SCHEDULE,
+                       steps=4, x_T=x_T, show_progress=False)
+    library = ddim_sample(G.ClassifierGuidance(unconditional, log_prob, SCHEDULE, 4.0), (3, 1, 28, 28), SCHEDULE,
+                          steps=4, x_T=x_T, show_progress=False)
+    assert torch.allclose(ours, library, atol=1e-5)
+    assert not torch.allclose(ours, ddim_sample(unconditional, (3, 1, 28, 28), SCHEDULE, steps=4, x_T=x_T,
+                                                show_progress=False), atol=1e-3)  # the guidance did something
+
+
 def test_sample_cfg_shapes_range_and_reproducibility():
     model = tiny_cfg_unet()
     a = G.sample_cfg(model, torch.arange(3), 2.0, steps=3, generator=gen())
