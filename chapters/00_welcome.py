@@ -56,7 +56,7 @@
 # | `cpu` | the same (the chapter only prints the profile's settings) | 9 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
 # | `gpu` | the same | the `cpu` time: the profile changes nothing in this chapter |
 #
-# The profile changes nothing here; chapters 01-13 use it for the size of every experiment. Set it before starting
+# The profile changes nothing here; chapters 01-16 use it for the size of every experiment. Set it before starting
 # JupyterLab: `COURSE_PROFILE=ci`, `cpu` or `gpu`.
 
 # %% [markdown]
@@ -332,7 +332,7 @@ show_solution(reference_pixel_mean)
 # %% [markdown]
 # ## 7. How a chapter is laid out, and how a study group uses it
 #
-# Every chapter 01-13 follows the same path:
+# Every chapter 01-16 follows the same path:
 #
 # 1. **Goals, prerequisites, time**, and a **core path**: the sections to read first and how long they take.
 #    Sections a first reading can skip end their heading with **(optional deep dive)**.

@@ -14,6 +14,11 @@ the registry. The weights and ``manifest.json`` live in ``course_lib/zoo/checkpo
 from course_lib.zoo import (mlp_mnist, mnist_classifier, cnn_fashion, vit_mnist, dino_shapes, mae_mnist,  # noqa: F401
                             detr_shapes, clip_mnist, vae_mnist, vae_mnist_2d, gan_mnist, ncsn_2d, ddpm_mnist,
                             cfg_mnist, ldm_autoencoder, dit_mnist)
+from course_lib.zoo import (restorer_mnist_l2, restorer_mnist_perceptual, restorer_mnist_adversarial,  # noqa: F401
+                            student_mnist)  # chapter 15, A, B, D
+from course_lib.zoo import seg_unet_shapes  # noqa: F401
+from course_lib.zoo import sam_shapes  # noqa: F401
+from course_lib.zoo import sr3_mnist, cascade_base_mnist, colorize_shapes  # noqa: F401,E402  chapter 15, C
 from course_lib.zoo.ddpm_mnist import load_ddpm_mnist
 from course_lib.zoo.record import (REGISTRY, BenchOptions, Measurement, ShippedModel, Trained, load_shipped,
                                    register)
