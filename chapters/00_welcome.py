@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 4
+#         seconds: 3
 #       cpu:
 #         machine: 2 CPU cores, no GPU, shared with other jobs
 #         measured: '2026-11-23'
@@ -52,7 +52,7 @@
 #
 # | profile | what runs | measured |
 # |---|---|---|
-# | `ci` | nothing trains: the data loaders, a 2-D mixture's score checked against autograd, one widget, one exercise | 4 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | nothing trains: the data loaders, a 2-D mixture's score checked against autograd, one widget, one exercise | 3 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the same (the chapter only prints the profile's settings) | 9 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with other jobs |
 # | `gpu` | the same | the `cpu` time: the profile changes nothing in this chapter |
 #

@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 15
+#         seconds: 14
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
@@ -60,7 +60,7 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | MLP on 5,000 images for 300 steps; sweep of 6 learning rates × 2 hidden sizes × 200 steps on 2,000 images | 15 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | MLP on 5,000 images for 300 steps; sweep of 6 learning rates × 2 hidden sizes × 200 steps on 2,000 images | 14 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | MLP on all 60,000 images for 4,700 steps (the shipped recipe); sweep × 600 steps on 10,000 images | 40 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | MLP for 9,400 steps; sweep × 1,500 steps on all 60,000 images | not measured: no GPU where the course was timed |
 #

@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 24
+#         seconds: 23
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-11-23'
@@ -70,7 +70,7 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 24 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | the tiny ViT for 80 steps (batch 64, 5,000 digits); a Fashion-MNIST ViT for 10 steps; ViT, CvT and CNN for 10 steps each | 23 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the tiny ViT for 2,200 steps (batch 128, all 60,000 digits; 4 min 41 s, 98.3% test accuracy); Fashion-MNIST 600 steps (82.7%); ViT, CvT and CNN 300 steps each on 5,000 digits (with Fashion-MNIST about 4 min) | 9 min 7 s, measured 2026-11-23 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the shipped recipe (7,000 steps, digits shifted by up to 2 pixels); Fashion-MNIST 3,000 steps; ViT, CvT and CNN 1,500 steps each | not measured: no GPU where the course was timed |
 #

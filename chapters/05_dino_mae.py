@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 20
+#         seconds: 27
 #       cpu:
 #         machine: 2 CPU cores, no GPU, shared with other jobs
 #         measured: '2026-12-05'
@@ -69,7 +69,7 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the collapse toy (3 runs of 200 steps); DINO for 15 steps (batch 16); MAE for 20 steps (batch 64) | 20 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | the collapse toy (3 runs of 200 steps); DINO for 15 steps (batch 16); MAE for 20 steps (batch 64) | 27 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the collapse toy; DINO for 1,500 steps (batch 32, 2 global + 2 local crops; 4.3 min); MAE for 1,500 steps (batch 128; 4.7 min) | 8 min 53 s, measured 2026-12-05 on 2 CPU cores, no GPU, shared with other jobs |
 # | `gpu` | the shipped recipes: DINO 2,000 steps, MAE 3,000 steps | not measured: no GPU where the course was timed; the shipped recipes ran on 1 thread of the shared 2-core CPU under heavy load: DINO 32 min, MAE 27 min |
 #

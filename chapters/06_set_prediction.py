@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 22
+#         seconds: 21
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
@@ -64,7 +64,7 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | a YOLO head for 30 steps; the tiny DETR for 40 steps (batch 16) | 22 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | a YOLO head for 30 steps; the tiny DETR for 40 steps (batch 16) | 21 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the YOLO head for 300 steps; the tiny DETR for 600 steps (batch 32; 253 s, mAP@0.5 0.63 on 200 held-out scenes) | 2 min 57 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the shipped recipe: 3,000 DETR steps (batch 32) | not measured: no GPU where the course was timed; the shipped recipe took 21 min (1,257 s) on 1 thread of the shared 2-core CPU and reached mAP@0.5 0.9996 on 500 held-out scenes |
 #

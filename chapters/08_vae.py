@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 34
+#         seconds: 32
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
@@ -61,7 +61,7 @@
 #
 # | profile | what trains | measured |
 # |---|---|---|
-# | `ci` | the 16-d conv VAE for 60 steps on 5,000 images; 5 β-VAEs fine-tuned 25 steps each | 34 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | the 16-d conv VAE for 60 steps on 5,000 images; 5 β-VAEs fine-tuned 25 steps each | 32 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the 16-d conv VAE for 2,000 steps on all 60,000 images (4.3 epochs, 148 s); 5 β-VAEs fine-tuned 300 steps each (112 s) | 3 min 10 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the shipped recipe: 12,000 steps (25.6 epochs); 5 β-VAEs fine-tuned 3,000 steps each | not measured: no GPU where the course was timed; the shipped recipe took 20 min on the shared 2-core CPU |
 #

@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 36
+#         seconds: 33
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
@@ -65,7 +65,7 @@
 #
 # | profile | what trains and samples | measured |
 # |---|---|---|
-# | `ci` | 2-D DDPM 800 steps; U-Net (16, 32, 64) for 20 steps; with the shipped U-Net: 1 digit by 1000-step ancestral sampling, DDIM grids | 36 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | 2-D DDPM 800 steps; U-Net (16, 32, 64) for 20 steps; with the shipped U-Net: 1 digit by 1000-step ancestral sampling, DDIM grids | 33 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | 2-D DDPM 4,000 steps; U-Net (16, 32, 64) for 1,000 steps (batch 128, bf16 where the CPU has it: 4-5 min on 2 cores); 16 ancestral digits; FID on 300 DDIM samples | 7 min 10 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | 2-D DDPM 10,000 steps; U-Net (32, 64, 128) for 60,000 steps, batch 256 (the full recipe); 64 ancestral digits; FID on 2,000 samples | not measured: no GPU where the course was timed; the shipped model (`shipped` settings, widths (16, 32, 64), 15,000 steps, bf16) trained in 67 min on 2 CPU cores |
 #

@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 29
+#         seconds: 30
 #       cpu:
 #         machine: 2 CPU cores, no GPU, shared with a CI run for most of it
 #         measured: '2026-11-23'
@@ -66,7 +66,7 @@
 #
 # | profile | what trains and samples | measured |
 # |---|---|---|
-# | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 29 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | noisy classifier 150 steps; CFG U-Net 20 steps; shipped `cfg_mnist`: widget grid (10 digits x 4 scales, 15 DDIM steps), sweep n = 50, 10 steps; inpainting 20 digits | 30 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | noisy classifier 1,500 steps; CFG U-Net 500 steps (batch 128); sweep n = 300 x 6 scales, 20 steps | 16 min 22 s, measured 2026-11-23 on 2 CPU cores, no GPU, shared with a CI run for most of it |
 # | `gpu` | noisy classifier 3,000 steps; the CFG U-Net recipe that ships (1,400 steps, batch 64); sweep n = 1,000, 25 steps | not measured: no GPU where the course was timed; the shipped run took 884 s on 1 busy CPU thread |
 #

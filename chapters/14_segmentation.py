@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 21
+#         seconds: 10
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
@@ -67,7 +67,7 @@
 #
 # | profile | what changes | measured |
 # |---|---|---|
-# | `ci` | the U-Net trains 15 steps and the tiny SAM 10 from scratch (far from trained); 100 held-out scenes | 21 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | the U-Net trains 15 steps and the tiny SAM 10 from scratch (far from trained); 100 held-out scenes | 10 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | the U-Net trains 400 steps (a real segmenter), the tiny SAM 100; 500 held-out scenes | 3 min 10 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the U-Net trains 2,000 steps, the tiny SAM 1,000 | not measured: the U-Net trains 2,000 steps and the tiny SAM 1,000 from scratch; the shipped checkpoints are loaded as on cpu |
 #

@@ -5,7 +5,7 @@
 #       ci:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 5
+#         seconds: 4
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
@@ -63,7 +63,7 @@
 #
 # | profile | what changes | measured |
 # |---|---|---|
-# | `ci` | nothing trains; 20 noise seeds for the eight-point comparison and the height measurement | 5 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `ci` | nothing trains; 20 noise seeds for the eight-point comparison and the height measurement | 4 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `cpu` | nothing trains; 200 noise seeds | 5 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the same as `cpu` | not measured: nothing trains in this chapter; a GPU changes nothing |
 #
