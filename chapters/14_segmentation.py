@@ -9,7 +9,7 @@
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 190
+#         seconds: 48
 #       gpu:
 #         note: the U-Net trains 2,000 steps and the tiny SAM 1,000 from scratch; the shipped checkpoints are loaded as on cpu
 #         seconds: null
@@ -68,7 +68,7 @@
 # | profile | what changes | measured |
 # |---|---|---|
 # | `ci` | the U-Net trains 15 steps and the tiny SAM 10 from scratch (far from trained); 100 held-out scenes | 10 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | the U-Net trains 400 steps (a real segmenter), the tiny SAM 100; 500 held-out scenes | 3 min 10 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | the U-Net trains 400 steps (a real segmenter), the tiny SAM 100; 500 held-out scenes | 48 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | the U-Net trains 2,000 steps, the tiny SAM 1,000 | not measured: the U-Net trains 2,000 steps and the tiny SAM 1,000 from scratch; the shipped checkpoints are loaded as on cpu |
 #
 # The shipped models `seg_unet_shapes` and `sam_shapes` are loaded under every profile, so the numbers of C.4 and E.4 are

@@ -9,7 +9,7 @@
 #       cpu:
 #         machine: 2 CPU cores, no GPU, otherwise idle
 #         measured: '2026-12-05'
-#         seconds: 480
+#         seconds: 211
 #       gpu:
 #         note: the restorers and students are small; a GPU mostly shortens the cpu-sized runs
 #         seconds: null
@@ -70,7 +70,7 @@
 # | profile | what changes | measured |
 # |---|---|---|
 # | `ci` | tiny runs: 10 steps per restorer, 100 per student, 300 digits for PSNR and FID (the chapter's own restorers look broken; the shipped ones do not); in C, 40 steps per L2 baseline, the cascade's FID on 30 digits | 39 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
-# | `cpu` | 200 steps per restorer, 1,000 for the finite-prior restorer, 1,000 per student and 3 seeds, 2,000 digits for PSNR and FID; in C, 600 steps per L2 baseline, the cascade's FID on 200 digits | 8 min, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
+# | `cpu` | 200 steps per restorer, 1,000 for the finite-prior restorer, 1,000 per student and 3 seeds, 2,000 digits for PSNR and FID; in C, 600 steps per L2 baseline, the cascade's FID on 200 digits | 3 min 31 s, measured 2026-12-05 on 2 CPU cores, no GPU, otherwise idle |
 # | `gpu` | longer runs of the same models | not measured: the restorers and students are small; a GPU mostly shortens the cpu-sized runs |
 #
 # Seven trained models ship (`restorer_mnist_l2`, `restorer_mnist_perceptual`, `restorer_mnist_adversarial`,
