@@ -696,9 +696,11 @@ from course_lib.data import load_mnist
 from course_lib.eval.fid import fid, quality_of_samples, real_split, shipped_classifier
 from course_lib.topics.diffusion import NoiseSchedule, ddim_sample
 from course_lib.topics.sr3 import (L2Regressor, augment_low_res, cascade_sample, chroma, colorize,
-                                   colorize_schematic, consistency_error, downsample, from_gray_chroma,
+                                   colorize_schematic, consistency_error, from_gray_chroma,
                                    gray_chroma_basis, gray_of, shapes_scenes, sr3_loss,
-                                   sr3_schematic, super_resolve, to_gray_chroma, upsample)
+                                   sr3_schematic, super_resolve, to_gray_chroma)
+from course_lib.topics.sr3 import downsample as sr3_downsample  # 2x2 average, 28 -> 14 (A's downsample is 4x)
+from course_lib.topics.sr3 import upsample as sr3_upsample  # bicubic, 14 -> 28 (A's upsample takes a mode)
 from course_lib.zoo import load_ddpm_mnist, load_shipped
 
 cfg_c = per_profile(
@@ -740,9 +742,9 @@ plt.show()
 
 # %%
 x_real = to_model_range(mnist_test[:16]).to(DEVICE)  # (16, 1, 28, 28) in [-1, 1]
-y_real = downsample(x_real)  # (16, 1, 14, 14): D(x), 2x2 averages
-print("network input: x_t", tuple(x_real.shape), "+ upsample(y)", tuple(upsample(y_real).shape), "->",
-      tuple(torch.cat([x_real, upsample(y_real)], 1).shape))
+y_real = sr3_downsample(x_real)  # (16, 1, 14, 14): D(x), 2x2 averages
+print("network input: x_t", tuple(x_real.shape), "+ sr3_upsample(y)", tuple(sr3_upsample(y_real).shape), "->",
+      tuple(torch.cat([x_real, sr3_upsample(y_real)], 1).shape))
 draws = torch.Generator().manual_seed(3)
 t_batch = torch.randint(1, schedule_c.T + 1, (16,), generator=draws)
 eps = torch.randn(x_real.shape, generator=draws).to(DEVICE)
@@ -766,7 +768,7 @@ plain_sr = super_resolve(sr_model, y_few, schedule_c, steps=cfg_c.ddim_steps, ge
 draws_sr = torch.stack([super_resolve(sr_model, y_few, schedule_c, steps=cfg_c.ddim_steps, project=True,
                                       generator=torch.Generator().manual_seed(k)) for k in range(n_draws)], 1)
 # draws_sr: (n_digits, n_draws, 1, 28, 28)
-shown = torch.cat([F.interpolate(y_few, scale_factor=2, mode="nearest")[:, None], upsample(y_few)[:, None],
+shown = torch.cat([F.interpolate(y_few, scale_factor=2, mode="nearest")[:, None], sr3_upsample(y_few)[:, None],
                    plain_sr[:, None], draws_sr[:, :4], x_real[:n_digits, None]], 1)  # (n_digits, 8, 1, 28, 28)
 fig, ax = plt.subplots(figsize=(7, 0.95 * n_digits))
 image_grid(to_pixel_range(shown.flatten(0, 1)).cpu(), nrow=n_digits, ax=ax)
@@ -788,7 +790,7 @@ assert spread > 1e-3
 # %%
 consistency_sr = consistency_error(draws_sr.flatten(0, 1), y_few.repeat_interleave(n_draws, 0))
 consistency_plain = consistency_error(plain_sr, y_few)
-consistency_bicubic = consistency_error(upsample(y_few), y_few)
+consistency_bicubic = consistency_error(sr3_upsample(y_few), y_few)
 print(f"RMS(D(x_hat) - y): plain SR3 {consistency_plain:.4f}, projected SR3 {consistency_sr:.1e}, "
       f"bicubic {consistency_bicubic:.4f}, true x {consistency_error(x_real[:n_digits], y_few):.1e}")
 
@@ -799,7 +801,7 @@ def rms_to_truth(images):
 
 
 print(f"RMS(x_hat - true x): plain SR3 {rms_to_truth(plain_sr):.4f}, projected SR3 {rms_to_truth(draws_sr[:, 0]):.4f}, "
-      f"bicubic {rms_to_truth(upsample(y_few)):.4f}")
+      f"bicubic {rms_to_truth(sr3_upsample(y_few)):.4f}")
 assert consistency_error(x_real, y_real) < 1e-6
 assert consistency_sr < 1e-4  # the projection makes D(x_hat) = y up to rounding
 
@@ -824,9 +826,9 @@ def train_l2(inputs_fn, targets, in_channels, out_channels, steps, seed=0):
 
 
 sr_train = to_model_range(load_mnist("train")[0][:20_000])
-l2_sr = train_l2(lambda x: upsample(downsample(x)), sr_train, 1, 1, cfg_c.l2_steps)
+l2_sr = train_l2(lambda x: sr3_upsample(sr3_downsample(x)), sr_train, 1, 1, cfg_c.l2_steps)
 with torch.no_grad():
-    l2_answer = l2_sr(upsample(y_few)).clamp(-1, 1)  # (n_digits, 1, 28, 28)
+    l2_answer = l2_sr(sr3_upsample(y_few)).clamp(-1, 1)  # (n_digits, 1, 28, 28)
 ks = [k for k in (1, 2, 4, 8, 16, 32) if k <= n_draws]
 distance_to_l2 = [float(((draws_sr[:, :k].mean(1) - l2_answer) ** 2).mean().sqrt() / 2) for k in ks]
 for k, d_l2 in zip(ks, distance_to_l2):
@@ -925,7 +927,7 @@ for s in (0, 100):
     print(f"s = {s:3d}: RMS(x_hat - true x) = {error_to_truth:.4f}, "
           f"consistency with the speckled y = {consistency_error(restored, y_speckled):.4f}, "
           f"with the clean y = {consistency_error(restored, y_few):.4f}")
-speckle_kept = {s: float((downsample(r) - y_few).mul(speckle).mean() / speckle.pow(2).mean())
+speckle_kept = {s: float((sr3_downsample(r) - y_few).mul(speckle).mean() / speckle.pow(2).mean())
                 for s, r in augmentation_rows.items()}  # regression slope of the output's 2x2 averages on the speckle
 print("fraction of the speckle reproduced in D(x_hat): " + ", ".join(f"s = {s}: {v:.2f}" for s, v in speckle_kept.items()))
 if speckle_kept[100] < speckle_kept[0]:
@@ -933,7 +935,7 @@ if speckle_kept[100] < speckle_kept[0]:
 else:
     print("-> here s = 100 does not reduce the artefact: this briefly trained SR model has not learned to use s")
 fig, ax = plt.subplots(figsize=(4, 0.95 * n_digits))
-image_grid(to_pixel_range(torch.stack([upsample(y_speckled), augmentation_rows[0], augmentation_rows[100],
+image_grid(to_pixel_range(torch.stack([sr3_upsample(y_speckled), augmentation_rows[0], augmentation_rows[100],
                                        x_real[:n_digits]], 1).flatten(0, 1)).cpu(), nrow=n_digits, ax=ax)
 ax.set_title("speckled y | s = 0 | s = 100 | true x")
 plt.show()

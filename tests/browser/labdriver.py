@@ -143,13 +143,33 @@ def open_notebook(page, server: LabServer, name: str, timeout: float = 120) -> N
     page.wait_for_function(OPENED, arg=name, timeout=timeout * 1000, polling=500)
 
 
+# Run All's promise resolves at the first cell that raises, also one tagged raises-exception (a student notebook's
+# check cell), while the kernel still runs the cells sent after it; and the kernel is idle for a moment between two
+# cells. So "finished" means: every code cell has run and the kernel is idle, or the kernel has stayed idle for
+# SETTLE_S seconds (then the cells left without a count did not run: an error stopped the kernel's queue).
+PROGRESS = f"""() => [{NOTEBOOK}.sessionContext.session.kernel.status,
+    {NOTEBOOK}.content.widgets.filter(c => c.model.type === 'code' && c.model.sharedModel.getSource().trim()
+                                      && c.model.executionCount === null).length]"""
+SETTLE_S = 10.0
+
+
 def run_all(page, timeout: float) -> None:
     """Run all cells (as Run > Run All Cells does) and wait until the last one has finished."""
     page.evaluate(f"""() => {{ window.courseRunAll = undefined;
         window.jupyterapp.shell.activateById({NOTEBOOK}.id);
         window.jupyterapp.commands.execute('notebook:run-all-cells').then(ok => {{ window.courseRunAll = ok; }}); }}""")
     page.wait_for_function("window.courseRunAll !== undefined", timeout=timeout * 1000, polling=1000)
-    page.wait_for_function(f"{NOTEBOOK}.sessionContext.session.kernel.status === 'idle'", timeout=60_000, polling=500)
+    deadline, idle_since = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        status, not_run = page.evaluate(PROGRESS)
+        if status != "idle":
+            idle_since = None
+        else:
+            idle_since = idle_since or time.monotonic()
+            if not_run == 0 or time.monotonic() - idle_since >= SETTLE_S:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the notebook was still running after {timeout:.0f} s")
 
 
 def shutdown_kernel(page) -> None:
