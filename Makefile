@@ -92,19 +92,24 @@ $(HUB_STAMP): pyproject.toml constraints-hub.txt
 hub-install: $(HUB_STAMP)
 
 # The course as it is now: course_lib (with its data and checkpoints), the student notebooks each learner gets a
-# copy of (a learner's own copy is never replaced), and the chapters, read-only (without the facilitator notes).
+# copy of in ~/course (a learner's own copy is never replaced), the chapters, read-only (without the facilitator
+# notes), nbgrader's source versions for a leader to copy (README, "Exercises through nbgrader"), nbgrader's settings
+# and its exchange folder (mode 1777, never emptied here: it holds the learners' submissions).
 hub-course: install $(HUB_STAMP)
 	$(HUB_VENV)/bin/python -m pip install --quiet --no-deps --force-reinstall .
-	rm -rf $(HUB_HOME)/student $(HUB_HOME)/chapters
-	$(BIN)/python -m course_lib.tools.student --quiet --out $(HUB_HOME)/student
-	mkdir -p $(HUB_HOME)/chapters $(HUB_HOME)/state
+	rm -rf $(HUB_HOME)/student $(HUB_HOME)/chapters $(HUB_HOME)/nbgrader
+	$(BIN)/python -m course_lib.tools.student --quiet --out $(HUB_HOME)/student --chapters-link chapters-read-only
+	$(BIN)/python -m course_lib.tools.student --quiet --nbgrader-source $(HUB_HOME)/nbgrader --chapters-link ../chapters-read-only
+	mkdir -p $(HUB_HOME)/chapters $(HUB_HOME)/state $(HUB_VENV)/etc/jupyter $(HUB_HOME)/exchange
 	cp chapters/*.ipynb chapters/glossary.md $(HUB_HOME)/chapters/
-	chmod -R a+rX,go-w $(HUB_HOME) && chmod 700 $(HUB_HOME)/state
+	cp course_lib/tools/hub/nbgrader_config.py $(HUB_VENV)/etc/jupyter/nbgrader_config.py
+	find $(HUB_HOME) -path $(HUB_HOME)/exchange -prune -o -exec chmod a+rX,go-w {} +
+	chmod 700 $(HUB_HOME)/state && chmod 1777 $(HUB_HOME)/exchange
 
 hub: data hub-course
 	cd $(HUB_HOME)/state && $(HUB_ENV) $(HUB_VENV)/bin/jupyterhub -f $(CURDIR)/course_lib/tools/hub/jupyterhub_config.py
 
-hub-users: $(HUB_STAMP)
+hub-users: install
 	$(BIN)/python -m course_lib.tools.hub.users add $(USERS) $(if $(LEADERS),--leaders $(LEADERS))
 
 test-hub: data hub-course $(BROWSER_STAMP) $(CHROMIUM)

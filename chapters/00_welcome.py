@@ -294,16 +294,20 @@ print("mean", noisy.mean(0).numpy().round(3), "vs", exact.mean(0).numpy().round(
 # %% [markdown]
 # ## 6. How exercises work
 #
-# Exercise cells are tagged `exercise`. Write your answer, run the check cell after it: it says
-# **what** is wrong (shape, dtype, sign, off by a factor, or how far off and where). When stuck,
-# run the solution cell below it to reveal the reference implementation.
+# Exercise cells are tagged `exercise`; in the chapter, the solution sits between nbgrader's two marker comments
+# (the `###` lines in the cell below; in your student notebook, `raise NotImplementedError()` takes its place).
+# Write your answer, run the check cell after it: it says **what** is wrong (shape, dtype, sign, off by a factor, or
+# how far off and where). When stuck, run the solution cell below it to reveal the reference implementation.
 #
 # *Exercise.* Write `pixel_mean(x)`: the mean image of a batch `x` of shape `(N, 1, 28, 28)`,
 # of shape `(1, 28, 28)`.
 
 # %% tags=["exercise"]
 def pixel_mean(x):
+    """The mean image of a batch: (N, 1, 28, 28) -> (1, 28, 28)."""
+    ### BEGIN SOLUTION
     return x.mean(dim=0)
+    ### END SOLUTION
 
 # %%
 from course_lib.core.check import check_function, check_tensor, show_solution
@@ -355,7 +359,7 @@ show_solution(reference_pixel_mean)
 # %% [markdown]
 # ## 8. Beyond one machine: a hub for the group, several GPUs for a recipe
 #
-# Everything above runs for one person on one machine. Two well-kept tools take the course further, and the course
+# Everything above runs for one person on one machine. Three well-kept tools take the course further, and the course
 # uses them rather than anything of its own:
 #
 # - **A study group on one shared server: JupyterHub.** `sudo make hub-users USERS="ana ben" LEADERS="lea"` creates
@@ -364,6 +368,12 @@ show_solution(reference_pixel_mean)
 #   else's files), with their own copy of the student notebooks and the chapters read-only. The leader sees on the
 #   hub's admin page who is running what; idle servers are stopped after an hour; each learner's torch gets a share of
 #   the cores, so ten kernels do not fight over them. The README's "A shared JupyterHub" has the details.
+# - **Exercises handed out and graded: nbgrader.** The exercise cell above is written for
+#   [nbgrader](https://nbgrader.readthedocs.io): its solution sits between nbgrader's marker comments, and your
+#   student notebook (`make student`) has `raise NotImplementedError()` in its place. On the hub the leader
+#   releases a chapter as an assignment, each learner fetches and submits it with `nbgrader`, and the leader collects
+#   and autogrades the submissions (one point per check cell) to see who is stuck where. The README's "Exercises
+#   through nbgrader" has the commands.
 # - **A recipe bigger than one GPU: torchrun.** `torchrun --standalone --nproc_per_node 4 -m course_lib.zoo train
 #   ddpm_mnist --profile gpu` starts four processes that train one model together with PyTorch's
 #   `DistributedDataParallel`: each takes a quarter of every batch, the gradients are averaged, and the step is the

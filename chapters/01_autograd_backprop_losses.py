@@ -1545,8 +1545,10 @@ course_lib.core.widgets.interactive_figure(
 # %% tags=["exercise"]
 def my_log_softmax(z, dim=-1):
     """log softmax(z) along dim, stable for any finite logits."""
+    ### BEGIN SOLUTION
     m = z.amax(dim=dim, keepdim=True)  # same shape as z, size 1 along dim
     return z - m - torch.log(torch.exp(z - m).sum(dim=dim, keepdim=True))
+    ### END SOLUTION
 
 
 # %%
@@ -1569,7 +1571,9 @@ course_lib.core.check.show_solution(course_lib.topics.losses.log_softmax)
 # %% tags=["exercise"]
 def my_bce_with_logits(z, y):
     """Mean binary cross entropy of Bernoulli(sigmoid(z)) against targets y in [0, 1]; z, y: same shape."""
+    ### BEGIN SOLUTION
     return (z.clamp(min=0) - y * z + torch.log1p(torch.exp(-z.abs()))).mean()
+    ### END SOLUTION
 
 
 # %%
@@ -1601,11 +1605,13 @@ course_lib.core.check.show_solution(course_lib.topics.losses.bce_with_logits)
 # %% tags=["exercise"]
 def hidden_layer_gradient(model, x, y):
     """dL/dh at the hidden layer of an MLP, shape (N, H), for x (N, 784) and labels y (N,)."""
+    ### BEGIN SOLUTION
     h = torch.relu(model.fc1(x))  # (N, H)
     h.retain_grad()  # keep the gradient of this non-leaf
     loss = F.cross_entropy(model.fc2(h), y)
     loss.backward()
     return h.grad
+    ### END SOLUTION
 
 
 # %%
@@ -1635,11 +1641,13 @@ course_lib.core.check.show_solution('''def hidden_layer_gradient(model, x, y):
 # %% tags=["exercise"]
 def input_gradient(x, y, W1, b1, W2, b2):
     """dL/dx (N, 784) of the mean cross entropy of the 784-H-10 MLP, by hand. x: (N, 784), y: (N,) int64."""
+    ### BEGIN SOLUTION
     z1 = F.linear(x, W1, b1)  # (N, H)
     z2 = F.linear(z1.clamp(min=0), W2, b2)  # (N, K)
     delta2 = (torch.softmax(z2, dim=1) - F.one_hot(y, z2.shape[1]).to(x.dtype)) / x.shape[0]  # (N, K)
     delta1 = (delta2 @ W2) * (z1 > 0)  # (N, H)
     return delta1 @ W1  # (N, H) @ (H, 784): x_ni appears in every z_1,nj with coefficient W_1,ji
+    ### END SOLUTION
 
 
 # %%

@@ -1390,9 +1390,11 @@ else:
 # %% tags=["exercise"]
 def my_ncut(W, mask):
     """Ncut(A, B) = cut / assoc(A, V) + cut / assoc(B, V) for a dense W (N, N) and a bool mask (N,)."""
+    ### BEGIN SOLUTION
     a, b = mask.double(), (~mask).double()
     cut_ab = a @ W @ b
     return cut_ab / (a @ W).sum() + cut_ab / (b @ W).sum()
+    ### END SOLUTION
 
 
 # %%
@@ -1417,8 +1419,10 @@ course_lib.core.check.show_solution(course_lib.topics.spectral.ncut_value)
 # %% tags=["exercise"]
 def my_reconstruct(x, fitted, k):
     """mean + V_k V_k^T (x - mean): (n, d)."""
+    ### BEGIN SOLUTION
     V_k = fitted.components[:, :k]                          # (d, k)
     return fitted.mean + (x - fitted.mean) @ V_k @ V_k.T
+    ### END SOLUTION
 
 
 # %%
@@ -1436,9 +1440,11 @@ course_lib.core.check.show_solution(course_lib.topics.spectral.pca_reconstruct)
 # %% tags=["exercise"]
 def my_lambda_1(W):
     """Second-smallest eigenvalue of L_sym = I - D^{-1/2} W D^{-1/2}."""
+    ### BEGIN SOLUTION
     inv_sqrt_d = W.sum(1).rsqrt()                           # (N,)
     L_sym = torch.eye(len(W), dtype=W.dtype) - inv_sqrt_d[:, None] * W * inv_sqrt_d[None, :]
     return torch.linalg.eigvalsh(L_sym)[1]
+    ### END SOLUTION
 
 
 # %%
@@ -1458,8 +1464,10 @@ course_lib.core.check.show_solution(course_lib.topics.spectral.ncut_eigenvectors
 # %% tags=["exercise"]
 def my_count_components(W, max_components=8):
     """Multiplicity of the eigenvalue 0 of (D - W) y = lambda D y (at most max_components - 1 are told apart)."""
+    ### BEGIN SOLUTION
     lambdas, _ = ncut_eigenvectors(W, k=max_components)
     return torch.tensor(int((lambdas < 1e-9).sum()))
+    ### END SOLUTION
 
 
 # %%

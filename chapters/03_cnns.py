@@ -1356,7 +1356,10 @@ course_lib.core.widgets.interactive_figure(
 
 # %% tags=["exercise"]
 def my_conv_output_size(n, kernel, stride=1, padding=0, dilation=1):
+    """The output length of a convolution along one axis of length n: an int."""
+    ### BEGIN SOLUTION
     return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+    ### END SOLUTION
 
 
 # %%
@@ -1376,11 +1379,14 @@ course_lib.core.check.show_solution(course_lib.topics.cnn.conv_output_size)
 
 # %% tags=["exercise"]
 def my_receptive_field(layers):
+    """The list of (r, j), receptive field and jump, after each (kernel, stride) layer."""
+    ### BEGIN SOLUTION
     r, j, out = 1, 1, []
     for kernel, stride in layers:
         r, j = r + (kernel - 1) * j, j * stride
         out.append((r, j))
     return out
+    ### END SOLUTION
 
 
 # %%
@@ -1400,8 +1406,11 @@ course_lib.core.check.show_solution(course_lib.topics.cnn.receptive_field)
 
 # %% tags=["exercise"]
 def my_grad_cam_map(activations, gradients):
+    """Grad-CAM: maps and gradients (N, K, h, w) -> heatmap (N, h, w), channel weights (N, K)."""
+    ### BEGIN SOLUTION
     weights = gradients.mean(dim=(2, 3))  # (N, K)
     return F.relu((weights[:, :, None, None] * activations).sum(dim=1)), weights
+    ### END SOLUTION
 
 
 # %%
@@ -1423,11 +1432,14 @@ course_lib.core.check.show_solution(course_lib.topics.cnn.grad_cam_map)
 
 # %% tags=["exercise"]
 def my_cutmix(x, y, box, perm):
+    """x[perm]'s box pasted into each image: mixed images, soft labels (N, 10), lambda (the base's share)."""
+    ### BEGIN SOLUTION
     mixed = x.clone()
     mixed[:, :, box.top:box.bottom, box.left:box.right] = x[perm][:, :, box.top:box.bottom, box.left:box.right]
     lam = 1 - (box.bottom - box.top) * (box.right - box.left) / (x.shape[2] * x.shape[3])
     one_hot = F.one_hot(y, 10).float()
     return mixed, lam * one_hot + (1 - lam) * one_hot[perm], lam
+    ### END SOLUTION
 
 
 # %%
@@ -1456,10 +1468,12 @@ course_lib.core.check.show_solution(course_lib.topics.cnn.cutmix)
 # %% tags=["exercise"]
 def my_erf_moments(kernel, depth):
     """kernel (k,) float64, non-negative, summing to 1; depth n -> tensor([mean offset, sd]) of the ERF along one axis."""
+    ### BEGIN SOLUTION
     offsets = torch.arange(len(kernel), dtype=torch.float64) - (len(kernel) - 1) / 2  # (k,) u_i
     mean = (kernel * offsets).sum()  # E[U]
     variance = (kernel * offsets**2).sum() - mean**2  # Var(U)
     return torch.stack([depth * mean, torch.sqrt(depth * variance)])  # sums of n independent offsets
+    ### END SOLUTION
 
 
 # %%

@@ -1516,10 +1516,13 @@ plt.show()
 
 # %% tags=["exercise"]
 def my_patchify(images, patch_size):
+    """(B, C, H, W) -> (B, N, C P^2): patches in row-major order, each flattened (channel, row, column)."""
+    ### BEGIN SOLUTION
     b, c, h, w = images.shape
     p = patch_size
     x = images.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)  # (B, H/P, W/P, C, P, P)
     return x.reshape(b, (h // p) * (w // p), c * p * p)
+    ### END SOLUTION
 
 
 # %%
@@ -1539,8 +1542,11 @@ course_lib.core.check.show_solution(course_lib.topics.vit.patchify)
 
 # %% tags=["exercise"]
 def my_sdpa(q, k, v):
+    """softmax(q k^T / sqrt(d_k)) v: the output (..., T, d_v) and the weights (..., T, T)."""
+    ### BEGIN SOLUTION
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
     return weights @ v, weights
+    ### END SOLUTION
 
 
 # %%
@@ -1563,10 +1569,13 @@ course_lib.core.check.show_solution(course_lib.topics.vit.scaled_dot_product_att
 
 # %% tags=["exercise"]
 def my_vit_parameter_count(image_size, patch_size, channels, dim, depth, mlp_hidden, num_classes):
+    """The number of parameters of this ViT (an int), computed from the sizes alone."""
+    ### BEGIN SOLUTION
     n = (image_size // patch_size) ** 2
     embedding = (patch_size**2 * channels + 1) * dim + dim + (n + 1) * dim
     block = 4 * dim + 3 * dim * dim + 3 * dim + dim * dim + dim + 2 * dim * mlp_hidden + mlp_hidden + dim
     return embedding + depth * block + 2 * dim + (dim + 1) * num_classes
+    ### END SOLUTION
 
 
 # %%
@@ -1589,10 +1598,13 @@ course_lib.core.check.show_solution(course_lib.topics.vit.parameter_count)
 
 # %% tags=["exercise"]
 def my_attention_rollout(stacked):
+    """Attention rollout of stacked maps (depth, B, heads, T, T): (B, T, T), the last layer on the left."""
+    ### BEGIN SOLUTION
     result = torch.eye(stacked.shape[-1]).expand(stacked.shape[1], -1, -1)
     for weights in stacked:
         result = 0.5 * (weights.mean(1) + torch.eye(weights.shape[-1])) @ result
     return result
+    ### END SOLUTION
 
 
 # %%
@@ -1614,9 +1626,12 @@ course_lib.core.check.show_solution(course_lib.topics.vit.attention_rollout)
 
 # %% tags=["exercise"]
 def my_self_logit_moments(d_k, sigma):
+    """The mean and the variance of a query's logit with itself when W_q = W_k: a tensor [mean, variance]."""
+    ### BEGIN SOLUTION
     mean = d_k * sigma**2 / math.sqrt(d_k)  # d_k terms q_j^2 of mean sigma^2 each
     variance = d_k * (3 * sigma**4 - sigma**4) / d_k  # Var(q_j^2) = E[q_j^4] - sigma^4, independent terms add
     return torch.tensor([mean, variance])
+    ### END SOLUTION
 
 
 # %%
@@ -1655,6 +1670,8 @@ for d_k in (4, 16, 64, 256):
 
 # %% tags=["exercise"]
 def my_allowed_pair_fraction(side, window):
+    """The fraction of query-key pairs that shifted-window attention's mask allows on a side x side map."""
+    ### BEGIN SOLUTION
     r = window // 2
     n_windows = (side // window) ** 2
     n_edge = 2 * (side // window - 1)  # last column and last row, without the corner
@@ -1662,6 +1679,7 @@ def my_allowed_pair_fraction(side, window):
     edge = n_edge * ((window * (window - r)) ** 2 + (window * r) ** 2)
     corner = (window - r) ** 4 + 2 * ((window - r) * r) ** 2 + r**4  # four regions, t^2 pairs each
     return torch.tensor((inner + edge + corner) / (n_windows * window**4), dtype=torch.float64)
+    ### END SOLUTION
 
 
 # %%

@@ -1294,7 +1294,9 @@ assert abs(shape[0] - shape[1]) < 2 * difference_error              # on the sha
 # %% tags=["exercise"]
 def my_teacher_probabilities(teacher_logits, center, tau_t):
     """P_t = softmax((g_t - c) / tau_t), detached: (B, K), (K,) -> (B, K)."""
+    ### BEGIN SOLUTION
     return torch.softmax((teacher_logits.detach() - center) / tau_t, dim=-1)
+    ### END SOLUTION
 
 
 # %%
@@ -1317,6 +1319,7 @@ course_lib.core.check.show_solution(course_lib.topics.dino.teacher_probabilities
 # %% tags=["exercise"]
 def my_dino_loss(student_logits, teacher_logits, center, tau_s, tau_t):
     """Mean of H(P_t(x_i), P_s(x'_v)) over pairs v != i."""
+    ### BEGIN SOLUTION
     terms = []
     for i, t in enumerate(teacher_logits):
         p_t = my_teacher_probabilities(t, center, tau_t)
@@ -1324,6 +1327,7 @@ def my_dino_loss(student_logits, teacher_logits, center, tau_s, tau_t):
             if v != i:
                 terms.append(-(p_t * F.log_softmax(s / tau_s, dim=-1)).sum(-1).mean())
     return torch.stack(terms).mean()
+    ### END SOLUTION
 
 
 # %%
@@ -1345,10 +1349,12 @@ course_lib.core.check.show_solution(course_lib.topics.dino.dino_loss)
 # %% tags=["exercise"]
 def my_mass_mask(attention, mass=0.6):
     """(..., N) -> bool (..., N)."""
+    ### BEGIN SOLUTION
     weights = attention / attention.sum(-1, keepdim=True)
     values, order = weights.sort(dim=-1, descending=True)
     keep = (values.cumsum(-1) - values) < mass - 1e-6  # the mass above each patch is still short of the target
     return torch.zeros_like(keep).scatter(-1, order, keep)
+    ### END SOLUTION
 
 
 # %%
@@ -1367,6 +1373,7 @@ course_lib.core.check.show_solution(course_lib.topics.dino.mass_mask)
 # %% tags=["exercise"]
 def my_random_masking(batch, n_patches, mask_ratio, generator):
     """-> ids_keep (B, N_keep), ids_restore (B, N), mask (B, N) float."""
+    ### BEGIN SOLUTION
     n_keep = max(int(n_patches * (1 - mask_ratio)), 1)
     noise = torch.rand(batch, n_patches, generator=generator)
     ids_shuffle = noise.argsort(dim=1)
@@ -1374,6 +1381,7 @@ def my_random_masking(batch, n_patches, mask_ratio, generator):
     mask = torch.ones(batch, n_patches)
     mask[:, :n_keep] = 0
     return ids_shuffle[:, :n_keep], ids_restore, torch.gather(mask, 1, ids_restore)
+    ### END SOLUTION
 
 
 # %%
@@ -1394,8 +1402,10 @@ course_lib.core.check.show_solution(course_lib.topics.mae.random_masking)
 # %% tags=["exercise"]
 def my_mae_loss(predicted, patches, mask):
     """(B, N, P*P*C), (B, N, P*P*C), (B, N) -> scalar."""
+    ### BEGIN SOLUTION
     per_patch = ((predicted - patches) ** 2).mean(dim=-1)  # (B, N)
     return (per_patch * mask).sum() / mask.sum()
+    ### END SOLUTION
 
 
 # %%
@@ -1417,7 +1427,10 @@ course_lib.core.check.show_solution(course_lib.topics.mae.mae_loss)
 # The cell after it trains B's toy once (200 steps, a few seconds) and prints the three diagnostics.
 
 # %% tags=["exercise"]
-MY_PREDICTION = "uniform"  # "uniform", "one-hot" or "healthy"
+MY_PREDICTION = None  # your prediction: "uniform", "one-hot" or "healthy"
+### BEGIN SOLUTION
+MY_PREDICTION = "uniform"
+### END SOLUTION
 
 # %%
 assert MY_PREDICTION in ("uniform", "one-hot", "healthy"), 'first write your prediction: "uniform", "one-hot" or "healthy"'

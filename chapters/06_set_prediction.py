@@ -1258,12 +1258,14 @@ assert outside_masked.max() < 1e-6 and outside_plain.min() > 0.05
 # %% tags=["exercise"]
 def my_giou(a, b):
     """Generalized IoU of xyxy boxes a, b (..., 4) -> (...)."""
+    ### BEGIN SOLUTION
     top_left, bottom_right = torch.maximum(a[..., :2], b[..., :2]), torch.minimum(a[..., 2:], b[..., 2:])
     intersection = (bottom_right - top_left).clamp_min(0).prod(-1)
     area_a, area_b = (a[..., 2:] - a[..., :2]).prod(-1), (b[..., 2:] - b[..., :2]).prod(-1)
     union = area_a + area_b - intersection
     enclosing = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
     return intersection / union - (enclosing - union) / enclosing
+    ### END SOLUTION
 
 
 # %%
@@ -1283,6 +1285,7 @@ course_lib.core.check.show_solution(course_lib.topics.boxes.giou)
 # %% tags=["exercise"]
 def my_nms(boxes, scores, threshold):
     """Greedy NMS: (N, 4), (N,) -> kept indices (P,), best first."""
+    ### BEGIN SOLUTION
     order = torch.argsort(scores, descending=True, stable=True).tolist()
     overlaps = pairwise_iou(boxes, boxes)
     kept = []
@@ -1291,6 +1294,7 @@ def my_nms(boxes, scores, threshold):
         kept.append(best)
         order = [i for i in order if overlaps[best, i] <= threshold]
     return torch.tensor(kept, dtype=torch.long)
+    ### END SOLUTION
 
 
 # %%
@@ -1313,10 +1317,12 @@ course_lib.core.check.show_solution(course_lib.topics.boxes.nms)
 # %% tags=["exercise"]
 def my_matching_cost(logits, boxes, target_labels, target_boxes):
     """-p(c) + 5 L1 - 2 GIoU, predictions by rows, targets by columns: (N, G)."""
+    ### BEGIN SOLUTION
     class_cost = -logits.softmax(-1)[:, target_labels]
     l1_cost = (boxes[:, None, :] - target_boxes[None, :, :]).abs().sum(-1)
     giou_cost = -giou(cxcywh_to_xyxy(boxes)[:, None, :], cxcywh_to_xyxy(target_boxes)[None, :, :])
     return class_cost + 5 * l1_cost + 2 * giou_cost
+    ### END SOLUTION
 
 
 # %%
@@ -1340,8 +1346,10 @@ course_lib.core.check.show_solution(course_lib.topics.detr.matching_cost)
 # %% tags=["exercise"]
 def my_dice_loss(mask_logits, target_masks):
     """Dice loss per mask, on probabilities: (M, H, W) x2 -> (M,)."""
+    ### BEGIN SOLUTION
     p, t = mask_logits.sigmoid().flatten(1), target_masks.float().flatten(1)
     return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+    ### END SOLUTION
 
 
 # %%
@@ -1362,7 +1370,10 @@ course_lib.core.check.show_solution(course_lib.topics.maskformer.dice_loss)
 # explain what you see with the loss of C.3 (what does a duplicate of a matched query cost, compared with a missed object?).
 
 # %% tags=["exercise"]
-MY_PREDICTION = dict(deleted=20, map50="up")  # your prediction: the number NMS deletes, and "up", "down" or "same"
+MY_PREDICTION = None  # your prediction: the number NMS deletes, and "up", "down" or "same"
+### BEGIN SOLUTION
+MY_PREDICTION = dict(deleted=20, map50="up")
+### END SOLUTION
 
 # %%
 assert MY_PREDICTION is not None, "write your prediction into MY_PREDICTION in the cell above first, then run this cell"

@@ -829,10 +829,12 @@ course_lib.core.widgets.interactive_figure(
 # %% tags=["exercise"]
 def my_clip_loss(logits):
     """(N, N) -> scalar: 1/2 (CE over rows + CE over columns), target j = i."""
+    ### BEGIN SOLUTION
     n = logits.shape[0]
     rows = (torch.logsumexp(logits, dim=1) - logits.diagonal()).sum() / n
     columns = (torch.logsumexp(logits, dim=0) - logits.diagonal()).sum() / n
     return 0.5 * (rows + columns)
+    ### END SOLUTION
 
 
 # %%
@@ -854,9 +856,11 @@ course_lib.core.check.show_solution(course_lib.topics.clip.clip_loss)
 # %% tags=["exercise"]
 def my_zero_shot_predict(image_embeddings, class_embeddings):
     """(N, E), (K, E) -> (N,) int64: arg max over k of the cosine similarity."""
+    ### BEGIN SOLUTION
     images = image_embeddings / image_embeddings.norm(dim=1, keepdim=True)
     classes = class_embeddings / class_embeddings.norm(dim=1, keepdim=True)
     return (images @ classes.T).argmax(dim=1)
+    ### END SOLUTION
 
 
 # %%
@@ -876,9 +880,11 @@ course_lib.core.check.show_solution(course_lib.topics.clip.zero_shot_predict)
 # %% tags=["exercise"]
 def my_ensemble(text_embeddings):
     """(T, K, E) -> (K, E) unit vectors."""
+    ### BEGIN SOLUTION
     units = text_embeddings / text_embeddings.norm(dim=-1, keepdim=True)
     mean = units.mean(dim=0)  # (K, E)
     return mean / mean.norm(dim=-1, keepdim=True)
+    ### END SOLUTION
 
 
 # %%
@@ -898,7 +904,10 @@ course_lib.core.check.show_solution(course_lib.topics.clip.ensemble_embeddings)
 # $\tau = 1$ (at the learned $\tau$ it is close to 1). Use C.1's rule and D's "things to look for"; then run the cell and explain.
 
 # %% tags=["exercise"]
-MY_PREDICTION = dict(accuracy_at_tau_1=0.99, mean_top_probability_at_tau_1=0.18)  # your two numbers
+MY_PREDICTION = None  # your two numbers
+### BEGIN SOLUTION
+MY_PREDICTION = dict(accuracy_at_tau_1=0.99, mean_top_probability_at_tau_1=0.18)
+### END SOLUTION
 
 # %%
 assert MY_PREDICTION is not None, "write your two numbers into MY_PREDICTION in the cell above first, then run this cell"

@@ -1243,9 +1243,11 @@ course_lib.core.widgets.interactive_figure(
 # %% tags=["exercise"]
 def my_kl_between_gaussians(mu_q, logvar_q, mu_p, logvar_p):
     """KL(N(mu_q, diag exp(logvar_q)) || N(mu_p, diag exp(logvar_p))) per row in nats: four (N, J) -> (N,)."""
+    ### BEGIN SOLUTION
     variance_ratio = torch.exp(logvar_q - logvar_p)  # sigma_q^2 / sigma_p^2, (N, J)
     mean_term = (mu_q - mu_p) ** 2 / logvar_p.exp()  # (N, J)
     return 0.5 * (variance_ratio + mean_term - 1 - (logvar_q - logvar_p)).sum(dim=1)
+    ### END SOLUTION
 
 
 # %%
@@ -1287,9 +1289,11 @@ course_lib.core.check.show_solution(course_lib.topics.vae.diagonal_gaussian_kl)
 # %% tags=["exercise"]
 def my_kl_gradients(mu, logvar):
     """d/dmu and d/dlogvar of sum 1/2 (mu^2 + exp(logvar) - 1 - logvar), by hand: (N, J), (N, J)."""
+    ### BEGIN SOLUTION
     d_mu = mu.clone()  # d/dmu 1/2 mu^2
     d_logvar = 0.5 * (torch.exp(logvar) - 1)  # d/dl 1/2 (e^l - l)
     return d_mu, d_logvar
+    ### END SOLUTION
 
 
 # %%
@@ -1327,10 +1331,12 @@ course_lib.core.check.show_solution('''def my_kl_gradients(mu, logvar):
 # %% tags=["exercise"]
 def my_log_weight(logits, x, z, mu, logvar):
     """log p(x | z) + log p(z) - log q(z | x) per image: (N,)."""
+    ### BEGIN SOLUTION
     log_px_given_z = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))  # (N,)
     log_prior = Normal(0.0, 1.0).log_prob(z).sum(dim=1)  # (N,)
     log_q = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z).sum(dim=1)  # (N,)
     return log_px_given_z + log_prior - log_q
+    ### END SOLUTION
 
 
 # %%
@@ -1368,8 +1374,10 @@ course_lib.core.check.show_solution(course_lib.topics.vae.log_importance_weight)
 # %% tags=["exercise"]
 def my_iwae_bound(log_weights):
     """log of the mean of exp(log_weights) over dim 0, stably: (K, N) -> (N,)."""
+    ### BEGIN SOLUTION
     m = log_weights.amax(dim=0)  # (N,)
     return m + torch.log(torch.exp(log_weights - m).mean(dim=0))
+    ### END SOLUTION
 
 
 # %%
@@ -1391,7 +1399,10 @@ course_lib.core.check.show_solution(course_lib.topics.vae.iwae_bound)
 # from placing the codes wherever it likes.
 
 # %% tags=["exercise"]
+MY_PREDICTION = None  # your prediction: a dict, keys "rate", "distortion", "sigma", "prior samples"
+### BEGIN SOLUTION
 MY_PREDICTION = {"rate": "up", "distortion": "down", "sigma": "down", "prior samples": "worse"}
+### END SOLUTION
 
 # %%
 generator = seed_everything(7)  # the same start, batches and steps as E.3's models

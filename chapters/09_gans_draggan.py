@@ -1209,8 +1209,10 @@ print(f"one scale: {tuple(coarse.shape)} -> upsampled {tuple(up.shape)} -> G_n -
 # %% tags=["exercise"]
 def my_optimal_discriminator(p_data, p_g):
     """p_data / (p_data + p_g), 1/2 where both are 0; any shape."""
+    ### BEGIN SOLUTION
     total = p_data + p_g
     return torch.where(total > 0, p_data / torch.where(total > 0, total, torch.ones_like(total)), torch.full_like(total, 0.5))
+    ### END SOLUTION
 
 
 # %%
@@ -1230,7 +1232,9 @@ course_lib.core.check.show_solution(course_lib.topics.gan.optimal_discriminator)
 # %% tags=["exercise"]
 def my_generator_loss(fake_logits):
     """-mean log sigmoid(fake_logits), (N,) -> scalar."""
+    ### BEGIN SOLUTION
     return F.softplus(-fake_logits).mean()
+    ### END SOLUTION
 
 
 # %%
@@ -1248,6 +1252,7 @@ course_lib.core.check.show_solution(course_lib.topics.gan.generator_loss)
 # %% tags=["exercise"]
 def my_bilinear_sample(features, points):
     """Bilinear interpolation of features (C, H, W) at points (P, 2) = (x, y): (P, C)."""
+    ### BEGIN SOLUTION
     _, height, width = features.shape
     out = []
     for x, y in points.tolist():
@@ -1257,6 +1262,7 @@ def my_bilinear_sample(features, points):
         out.append((1 - alpha) * (1 - beta) * features[:, y0, x0] + alpha * (1 - beta) * features[:, y0, x1]
                    + (1 - alpha) * beta * features[:, y1, x0] + alpha * beta * features[:, y1, x1])
     return torch.stack(out)
+    ### END SOLUTION
 
 
 # %%
@@ -1274,6 +1280,8 @@ course_lib.core.check.show_solution(course_lib.topics.draggan.bilinear_sample)
 
 # %% tags=["exercise"]
 def my_track_points(features, handle_features, handles, radius):
+    """Each handle moved to the nearest feature (L1) in its square of half-size radius: (P, 2) floats."""
+    ### BEGIN SOLUTION
     _, height, width = features.shape
     new = []
     for (x, y), f in zip(handles.round().long().tolist(), handle_features):
@@ -1285,6 +1293,7 @@ def my_track_points(features, handle_features, handles, radius):
                     best, best_distance = [qx, qy], distance
         new.append(best)
     return torch.tensor(new, dtype=torch.float32)
+    ### END SOLUTION
 
 
 # %%
@@ -1305,8 +1314,12 @@ course_lib.core.check.show_solution(course_lib.topics.draggan.track_points)
 # discriminator would follow back towards the data. (Hint: what is the JSD of two densities that do not overlap?)
 
 # %% tags=["exercise"]
-MY_C_AT_12 = 0.0  # your prediction of C(G) = -log 4 + 2 JSD at mu = 12
-MY_SLOPE_AT_12 = 0.0  # your prediction of dC/dmu at mu = 12
+MY_C_AT_12 = None  # your prediction of C(G) = -log 4 + 2 JSD at mu = 12
+MY_SLOPE_AT_12 = None  # your prediction of dC/dmu at mu = 12
+### BEGIN SOLUTION
+MY_C_AT_12 = 0.0
+MY_SLOPE_AT_12 = 0.0
+### END SOLUTION
 
 
 # %%

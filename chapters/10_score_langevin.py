@@ -1316,11 +1316,13 @@ course_lib.core.widgets.interactive_figure(
 # %% tags=["exercise"]
 def dsm_optimum(mixture, x_noisy, sigma):
     """E[-(x~ - x) / sigma^2 | x~] for x ~ mixture and x~ = x + sigma eps; x_noisy (N, 2) float64 -> (N, 2)."""
+    ### BEGIN SOLUTION
     r = mixture.noised(sigma).responsibilities(x_noisy)  # (N, K)
     shrink = mixture.stds**2 / (mixture.stds**2 + sigma**2)  # (K,)
     posterior_means = mixture.means[None] + shrink[None, :, None] * (x_noisy[:, None, :] - mixture.means[None])
     posterior_mean = (r[:, :, None] * posterior_means).sum(1)  # (N, 2): E[x | x~]
     return (posterior_mean - x_noisy) / sigma**2
+    ### END SOLUTION
 
 
 # %%
@@ -1345,6 +1347,7 @@ course_lib.core.check.show_solution('''def dsm_optimum(mixture, x_noisy, sigma):
 # %% tags=["exercise"]
 def ncsn_annealed_langevin(score_fn, x, sigmas, eps, steps_per_level, generator):
     """Annealed Langevin: alpha_i = eps * sigma_i^2 / sigma_L^2, steps_per_level ULA steps per level."""
+    ### BEGIN SOLUTION
     sigmas = [float(s) for s in sigmas]
     for sigma in sigmas:
         alpha = eps * sigma**2 / sigmas[-1] ** 2
@@ -1352,6 +1355,7 @@ def ncsn_annealed_langevin(score_fn, x, sigmas, eps, steps_per_level, generator)
             z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
             x = x + 0.5 * alpha * score_fn(x, sigma) + math.sqrt(alpha) * z
     return x
+    ### END SOLUTION
 
 
 # %%
@@ -1382,7 +1386,9 @@ course_lib.core.check.show_solution(course_lib.topics.score.annealed_langevin)
 # %% tags=["exercise"]
 def largest_step(v, tolerance):
     """Largest ULA step size eps with v / (1 - eps / (4 v)) <= (1 + tolerance) v."""
+    ### BEGIN SOLUTION
     return 4 * v * (1 - 1 / (1 + tolerance))
+    ### END SOLUTION
 
 
 # %%
@@ -1409,7 +1415,10 @@ course_lib.core.check.show_solution('''def largest_step(v, tolerance):
 # 1). You can guess, or redo B.1's stationary-variance computation with the new noise.
 
 # %% tags=["exercise"]
-MY_WRONG_NOISE_VARIANCE = 0.05  # your prediction: the stationary variance with noise eps * z, eps = 0.05
+MY_WRONG_NOISE_VARIANCE = None  # your prediction: the stationary variance with noise eps * z, eps = 0.05
+### BEGIN SOLUTION
+MY_WRONG_NOISE_VARIANCE = 0.05
+### END SOLUTION
 
 
 # %%

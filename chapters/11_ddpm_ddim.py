@@ -1946,10 +1946,12 @@ else:
 # %% tags=["exercise"]
 def my_posterior_mean(x0, xt, t):
     """mu_tilde_t(x_t, x_0) for x0, xt (N, ...) and integer t (N,) with t >= 1."""
+    ### BEGIN SOLUTION
     shape = (-1,) + (1,) * (x0.ndim - 1)  # (N, 1, ..., 1)
     ab, ab_prev = alpha_bars[t].reshape(shape), alpha_bars[t - 1].reshape(shape)
     a, b = alphas[t].reshape(shape), betas[t].reshape(shape)
     return (ab_prev.sqrt() * b / (1 - ab) * x0 + a.sqrt() * (1 - ab_prev) / (1 - ab) * xt).to(x0.dtype)
+    ### END SOLUTION
 
 
 # %%
@@ -1972,9 +1974,11 @@ course_lib.core.check.show_solution(NoiseSchedule.posterior)
 # %% tags=["exercise"]
 def my_ddim_step(x, eps_hat, t, t_prev):
     """x_t -> x_{t_prev} with eta = 0."""
+    ### BEGIN SOLUTION
     ab, ab_prev = alpha_bars[t].item(), alpha_bars[t_prev].item()
     x0_hat = (x - math.sqrt(1 - ab) * eps_hat) / math.sqrt(ab)
     return math.sqrt(ab_prev) * x0_hat + math.sqrt(1 - ab_prev) * eps_hat
+    ### END SOLUTION
 
 
 # %%
@@ -1993,7 +1997,9 @@ course_lib.core.check.show_solution(ddim_step)
 # %% tags=["exercise"]
 def my_vlb_weight(t):
     """lambda_t for sigma_t^2 = beta_t; t: (N,) integers >= 1 -> (N,) float64."""
+    ### BEGIN SOLUTION
     return betas[t] / (2 * alphas[t] * (1 - alpha_bars[t]))  # beta^2 / (2 beta alpha (1 - ab))
+    ### END SOLUTION
 
 
 # %%
@@ -2021,8 +2027,10 @@ print(my_vlb_weight(torch.tensor([1])) / my_vlb_weight(torch.tensor([T])))''')
 # %% tags=["exercise"]
 def my_v_to_x0_eps(xt, v, t):
     """(x0_hat, eps_hat) from x_t and a v-prediction; xt, v (N, ...), t one integer >= 1."""
+    ### BEGIN SOLUTION
     cos, sin = alpha_bars[t].sqrt().item(), (1 - alpha_bars[t]).sqrt().item()  # the angle phi_t
     return cos * xt - sin * v, sin * xt + cos * v  # the inverse rotation
+    ### END SOLUTION
 
 
 # %%

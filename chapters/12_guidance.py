@@ -699,7 +699,9 @@ course_lib.core.widgets.interactive_figure(
 # %% tags=["exercise"]
 def my_guided_eps_ho_salimans(eps_cond, eps_uncond, w):
     """(1 + w) eps_cond - w eps_uncond; any shapes that match."""
+    ### BEGIN SOLUTION
     return (1 + w) * eps_cond - w * eps_uncond
+    ### END SOLUTION
 
 
 # %%
@@ -717,8 +719,10 @@ course_lib.core.check.show_solution(guided_eps_ho_salimans)
 # %% tags=["exercise"]
 def my_drop_labels(labels, p_uncond, null_label, generator=None):
     """(N,) long labels -> (N,) with each entry replaced by null_label with probability p_uncond."""
+    ### BEGIN SOLUTION
     drop = torch.rand(labels.shape, generator=generator) < p_uncond
     return torch.where(drop, torch.full_like(labels, null_label), labels)
+    ### END SOLUTION
 
 
 # %%
@@ -739,10 +743,12 @@ course_lib.core.check.show_solution(drop_labels)
 # %% tags=["exercise"]
 def my_class_log_prob(mixture, component_classes, x, label):
     """log p(y = label | x) for x (N, 2) -> (N,)."""
+    ### BEGIN SOLUTION
     squared = ((x.double()[:, None, :] - mixture.means[None]) ** 2).sum(-1)  # (N, K)
     log_joint = mixture.weights.log() - 2 * mixture.stds.log() - squared / (2 * mixture.stds ** 2)  # (N, K), up to a constant
     in_class = component_classes == label
     return (torch.logsumexp(log_joint[:, in_class], 1) - torch.logsumexp(log_joint, 1)).to(x.dtype)
+    ### END SOLUTION
 
 
 # %%
@@ -770,7 +776,9 @@ course_lib.core.check.show_solution(class_log_prob)
 # %% tags=["exercise"]
 def my_guided_log_density(p_t, p_t_given_c, x, s):
     """log p_t(x)^(1 - s) p_t(x | c)^s, up to a constant: (N, 2) -> (N,)."""
+    ### BEGIN SOLUTION
     return (1 - s) * p_t.log_prob(x) + s * p_t_given_c.log_prob(x)
+    ### END SOLUTION
 
 
 # %%
@@ -809,6 +817,7 @@ course_lib.core.check.show_solution(course_lib.topics.guidance.guided_log_densit
 # %% tags=["exercise"]
 def my_classifier_guided_eps(eps_model, log_prob, schedule, gamma, x_t, t):
     """eps(x_t, t) - gamma sqrt(1 - alpha_bar_t) grad_x log p(c | x_t, t), same shape as x_t; works under torch.no_grad()."""
+    ### BEGIN SOLUTION
     eps = eps_model(x_t, t)  # 1. the unconditional noise prediction
     with torch.enable_grad():  # 2. the sampler runs under no_grad: autograd back on, here only
         x = x_t.detach().requires_grad_(True)  # 3. a fresh leaf: this step's input
@@ -816,6 +825,7 @@ def my_classifier_guided_eps(eps_model, log_prob, schedule, gamma, x_t, t):
         grad = torch.autograd.grad(log_p.sum(), x)[0]  # 5. row i = example i's own gradient
     sigma_t = float(schedule.sqrt_one_minus_alpha_bars[int(t.reshape(-1)[0])])  # sqrt(1 - alpha_bar_t), one t per batch
     return eps - gamma * sigma_t * grad  # 6. the guided eps
+    ### END SOLUTION
 
 
 # %%

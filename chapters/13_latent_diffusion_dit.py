@@ -740,7 +740,9 @@ plt.show()
 # %% tags=["exercise"]
 def my_modulate(x, shift, scale):
     """x (N, T, D), shift and scale (N, D) -> (N, T, D)."""
+    ### BEGIN SOLUTION
     return x * (1 + scale[:, None, :]) + shift[:, None, :]
+    ### END SOLUTION
 
 
 # %%
@@ -760,7 +762,9 @@ course_lib.core.check.show_solution(modulate)
 # %% tags=["exercise"]
 def my_scale_factor(latents):
     """1 / std of every value of ``latents``, a 0-d tensor."""
+    ### BEGIN SOLUTION
     return 1.0 / latents.std()
+    ### END SOLUTION
 
 
 # %%
@@ -779,11 +783,13 @@ course_lib.core.check.show_solution(scale_factor_from)
 # %% tags=["exercise"]
 def my_sincos_positions(grid, dim):
     """(grid * grid, dim): [sinusoidal(row) | sinusoidal(col)] per token, rows first."""
+    ### BEGIN SOLUTION
     from course_lib.topics.unet import sinusoidal_embedding
 
     rows = torch.arange(grid).repeat_interleave(grid)          # 0,0,...,1,1,...
     cols = torch.arange(grid).repeat(grid)                     # 0,1,...,0,1,...
     return torch.cat([sinusoidal_embedding(rows, dim // 2), sinusoidal_embedding(cols, dim // 2)], dim=1)
+    ### END SOLUTION
 
 
 # %%

@@ -863,12 +863,14 @@ plt.show()
 # %% tags=["exercise"]
 def my_mean_iou(pred, target, num_classes):
     """mIoU of two class maps, over the classes that occur in either."""
+    ### BEGIN SOLUTION
     counts = torch.bincount(target.flatten() * num_classes + pred.flatten(), minlength=num_classes**2)
     matrix = counts.reshape(num_classes, num_classes).double()      # rows: truth, columns: prediction
     hits = matrix.diag()
     unions = matrix.sum(0) + matrix.sum(1) - hits
     present = unions > 0
     return (hits[present] / unions[present]).mean()
+    ### END SOLUTION
 
 
 # %%
@@ -889,7 +891,9 @@ course_lib.core.check.show_solution(course_lib.topics.segmentation.mean_iou)
 # %% tags=["exercise"]
 def my_transposed_length(n, kernel, stride, padding):
     """Output length of a transposed convolution (no output_padding) for an input of length n."""
+    ### BEGIN SOLUTION
     return (n - 1) * stride - 2 * padding + kernel
+    ### END SOLUTION
 
 
 # %%

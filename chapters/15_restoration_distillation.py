@@ -324,9 +324,11 @@ assert torch.allclose(l1_risk[inside], torch.ones(int(inside.sum())))
 # %% tags=["exercise"]
 def my_posterior_mean(y, sigma):
     """E[x | y] for x = +-1 (probability 1/2 each), y = x + N(0, sigma^2)."""
+    ### BEGIN SOLUTION
     likelihood_plus = torch.exp(-(y - 1) ** 2 / (2 * sigma**2))
     likelihood_minus = torch.exp(-(y + 1) ** 2 / (2 * sigma**2))
     return (likelihood_plus - likelihood_minus) / (likelihood_plus + likelihood_minus)
+    ### END SOLUTION
 
 
 # %%
@@ -866,8 +868,10 @@ if profile() == "ci":
 # %% tags=["exercise"]
 def my_consistency_error(x, y):
     """RMS(D(x) - y) in pixel units; x (N, 1, 28, 28), y (N, 1, 14, 14), both in [-1, 1]."""
+    ### BEGIN SOLUTION
     pooled = x.reshape(x.shape[0], x.shape[1], 14, 2, 14, 2).mean((3, 5))
     return float(((pooled - y) ** 2).mean().sqrt()) / 2
+    ### END SOLUTION
 
 
 # %%
@@ -900,8 +904,10 @@ course_lib.core.check.show_solution(course_lib.topics.sr3.consistency_error)
 # %% tags=["exercise"]
 def my_augment(y, s, schedule, noise):
     """y_tilde = sqrt(abar_s) y + sqrt(1 - abar_s) noise, for an integer level s in 0..T."""
+    ### BEGIN SOLUTION
     abar = float(schedule.alpha_bars[s])
     return abar ** 0.5 * y + (1 - abar) ** 0.5 * noise
+    ### END SOLUTION
 
 
 # %%
@@ -1028,11 +1034,13 @@ plt.show()
 # %% tags=["exercise"]
 def my_to_gray_chroma(rgb):
     """(N, 3, H, W) -> (N, 3, H, W): (gray, chroma_1, chroma_2) = Q rgb per pixel."""
+    ### BEGIN SOLUTION
     r, g, b = rgb.unbind(1)
     gray = (r + g + b) / 3 ** 0.5
     chroma_1 = (r - g) / 2 ** 0.5
     chroma_2 = (r + g - 2 * b) / 6 ** 0.5
     return torch.stack([gray, chroma_1, chroma_2], 1)
+    ### END SOLUTION
 
 
 # %%
@@ -1214,9 +1222,11 @@ assert torch.allclose(by_hand.float(), library.float(), rtol=1e-5)
 # %% tags=["exercise"]
 def my_soft_gradient(z_s, z_t, T):
     """d KL(softmax(z_t / T) || softmax(z_s / T)) / d z_s, row by row."""
+    ### BEGIN SOLUTION
     student_probabilities = torch.softmax(z_s / T, dim=-1)
     teacher_probabilities_now = torch.softmax(z_t / T, dim=-1)
     return (student_probabilities - teacher_probabilities_now) / T
+    ### END SOLUTION
 
 
 # %%

@@ -723,9 +723,11 @@ assert torch.allclose(from_homogeneous(e1), from_homogeneous(e1_direct), rtol=1e
 # %% tags=["exercise"]
 def my_skew(t):
     """[t]_x (3, 3): the matrix of v -> t x v."""
+    ### BEGIN SOLUTION
     a, b, c = t
     zero = torch.zeros(())
     return torch.stack([torch.stack([zero, -c, b]), torch.stack([c, zero, -a]), torch.stack([-b, a, zero])])
+    ### END SOLUTION
 
 
 # %%
@@ -748,11 +750,13 @@ course_lib.core.check.show_solution(course_lib.topics.camera.skew)
 # %% tags=["exercise"]
 def my_fundamental_from_poses(K1, R1, t1, K2, R2, t2):
     """F (3, 3), |F| = 1 and F[2, 2] > 0, with x2^T F x1 = 0 for cameras [R1 | t1] and [R2 | t2]."""
+    ### BEGIN SOLUTION
     R = R2 @ R1.T                                              # X2 = R2 R1^T (X1 - t1) + t2
     t = t2 - R @ t1
     F = torch.linalg.inv(K2).T @ my_skew(t) @ R @ torch.linalg.inv(K1)
     F = F / F.norm()
     return F * torch.sign(F[2, 2])
+    ### END SOLUTION
 
 
 # %%

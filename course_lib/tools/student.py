@@ -1,29 +1,40 @@
-"""Student notebooks: every chapter with its exercise solutions replaced by runnable stubs.
+"""Student notebooks through nbgrader: every chapter with its exercise solutions cleared.
 
     python -m course_lib.tools.student [--out student] [--force] [chapters ...]      (what ``make student`` runs)
+    python -m course_lib.tools.student --nbgrader-source DIR [chapters ...]          (a leader's nbgrader course)
 
-A chapter's exercise cells are tagged ``exercise`` and hold a working solution. In the student
-notebook (``<out>/NN_slug.ipynb``) each such cell keeps its tag and its imports, and every top-level
-function (and every method of a top-level class) becomes a stub with the same decorators, signature
-and docstring whose body raises ``NotImplementedError``, naming the exercise and where its solution
-is. A short markdown cell above it links the ``show_solution`` cell below and the full chapter.
+A chapter's exercise cells are tagged ``exercise``, and inside them nbgrader's markers enclose the solution::
 
-The code cells after an exercise that call its stubs (its check cells, up to its ``show_solution``
-cell) get the nbval tag ``raises-exception``: nbval then lets them raise, so the student notebook
-still runs from top to bottom under nbval. nbval 0.11 does not fail such a cell when it does *not*
-raise, nor look at *what* it raised; :func:`student_check_problem`, called from the repository's
-``conftest.py``, adds both: a tagged cell must raise, and raise ``NotImplementedError`` (or the
-check's "is not implemented yet" ``AssertionError``), not an unrelated error.
+    # %% tags=["exercise"]
+    def my_fn(x):
+        \"\"\"What it returns, with shapes.\"\"\"
+        ### BEGIN SOLUTION
+        return 2 * x
+        ### END SOLUTION
 
-A stub that raises would break a cell *outside* the exercise's checks that uses it (a later
-section calling ``my_fn``). The generator finds such cells and stops with an error, unless the
-exercise cell gives a wrong-but-runnable value for that name in its metadata::
+or, for a prediction, its value after a placeholder::
 
-    # %% tags=["exercise"] stub={"my_fn": "torch.zeros(x.shape[0])"}
+    MY_PREDICTION = None  # your prediction: "up" or "down"
+    ### BEGIN SOLUTION
+    MY_PREDICTION = "up"
+    ### END SOLUTION
 
-The stub then returns that expression (a comment says so) and the later cells run; the check cells
-still fail, with an ``AssertionError``. The same metadata gives a placeholder for a top-level constant
-(``ANSWER = 0.5`` in the solution becomes ``ANSWER = None`` unless ``stub`` says otherwise).
+The chapter (read from its jupytext source) becomes nbgrader's *source* version of an assignment named after it
+(``source/NN_slug/NN_slug.ipynb``): each exercise cell an nbgrader solution cell; each cell that checks an
+exercise (a cell between the exercise and its ``show_solution`` cell that uses the exercise's names, found by
+following them through the notebook) an autograded test cell worth one point, locked; a "your turn" note above
+each exercise. ``nbgrader generate_assignment`` (its Python API, in a temporary course directory) then writes
+the learner's *release* version: nbgrader replaces each solution region with ``# YOUR CODE HERE`` and
+``raise NotImplementedError()``. The release is checked before anything is written: every function keeps its
+decorators, signature and docstring and its body is the stub; every prediction is bound to its placeholder.
+
+In the release, the check cells of an exercise raise, and so does a prediction's cell. They carry nbval's tag
+``raises-exception``, so the student notebook still runs from top to bottom under nbval. nbval 0.11 does not
+fail such a cell when it does *not* raise, nor look at *what* it raised; :func:`student_check_problem`, called
+from the repository's ``conftest.py`` and the browser test, adds both: a tagged cell must raise, and raise
+``NotImplementedError`` (or ``course_lib.core.check``'s "is not implemented yet" ``AssertionError``; any
+``AssertionError`` for a check of a prediction), not an unrelated error. A cell *outside* an exercise's checks
+that uses a function of the exercise would fail in the release: building stops with an error that says so.
 
 A learner's work is never lost. Each notebook written records a fingerprint of its cells in its metadata
 (``course_student``: a short sha256 of each cell's type and source; outputs, execution counts and cell
@@ -38,15 +49,16 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import copy
 import difflib
 import hashlib
-import io
 import json
 import os
+import re
 import shutil
 import sys
-import tokenize
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,10 +67,11 @@ CHAPTERS_DIR = REPO_ROOT / "chapters"
 CHAPTER_GLOB = "[0-9][0-9]_*.py"
 EXERCISE_TAG = "exercise"
 RAISES_TAG = "raises-exception"  # nbval's tag: the cell may raise
-STUB_METADATA = "stub"  # exercise cell metadata: {name: wrong-but-runnable expression}
 CHECK_METADATA = "student_check"  # student check cell metadata, read by student_check_problem
 NOT_IMPLEMENTED_TEXT = "is not implemented yet"  # what course_lib.core.check says when a stub raised
 FINGERPRINT_METADATA = "course_student"  # student notebook metadata: what this tool wrote, to spot a learner's edits
+BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"  # nbgrader's markers
+POINTS_PER_CHECK = 1
 _JUPYTEXT_CELL_KEYS = {"lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker", "region_name",
                        "cell_depth", "title"}
 
@@ -85,45 +98,39 @@ class LearnersWorkError(StudentError):
 
 
 @dataclass
-class Stub:
-    """One stubbed definition of an exercise cell."""
-
-    name: str  # "my_fn", "Model.forward" or a constant's name
-    kind: str  # "function", "method" or "constant"
-    raises: bool  # True: raises NotImplementedError; False: a wrong-but-runnable value
-    solution: str  # the definition's source in the chapter
-    stub: str  # its source in the student notebook
-
-
-@dataclass
 class Exercise:
     """One exercise cell of a chapter and what the student notebook makes of it."""
 
     number: int  # 1, 2, ... in the chapter's order
     cell_index: int  # index of the exercise cell in the chapter notebook
-    solution_source: str
-    stub_source: str
-    stubs: list[Stub]
+    solution_source: str  # the cell in the chapter, markers included
+    functions: list[str]  # the functions whose bodies the release clears (they raise NotImplementedError)
+    predictions: list[str]  # the names a prediction binds (None in the release, whose cell then raises)
     solution_cell: int | None  # the show_solution cell, chapter notebook index
-    check_cells: list[int] = field(default_factory=list)  # chapter notebook indexes tagged raises-exception
+    check_cells: list[int] = field(default_factory=list)  # chapter notebook indexes: nbgrader test cells
+    release_source: str = ""  # the cell in the learner's notebook, as nbgrader wrote it
 
     @property
     def names(self) -> list[str]:
-        return [s.name for s in self.stubs if s.kind != "method"] + sorted(
-            {s.name.split(".")[0] for s in self.stubs if s.kind == "method"})
+        return self.functions + self.predictions
+
+    @property
+    def grade_id(self) -> str:
+        return f"exercise_{self.number}"
 
 
 @dataclass
 class StudentChapter:
-    """A chapter's student notebook (not yet written) and its exercises."""
+    """A chapter's student notebook (not yet written), its nbgrader source version and its exercises."""
 
     chapter: Path
-    notebook: object  # nbformat.NotebookNode
+    notebook: object  # nbformat.NotebookNode: the release, what a learner gets
+    source: object  # nbformat.NotebookNode: nbgrader's source version (solutions, grade ids, points)
     exercises: list[Exercise]
 
     @property
-    def stubs(self) -> list[Stub]:
-        return [stub for exercise in self.exercises for stub in exercise.stubs]
+    def points(self) -> int:
+        return POINTS_PER_CHECK * sum(len(e.check_cells) for e in self.exercises)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,158 +251,82 @@ def _free_names(tree) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Stubs
+# Exercise cells: what nbgrader's markers enclose
 
 
-def _header(source_lines: list[str], tokens, node) -> str:
-    """The decorators and the ``def``/``class`` line(s) of ``node`` up to the colon, as written."""
-    start = min([d.lineno for d in node.decorator_list] + [node.lineno])
-    depth = 0
-    for token in tokens:
-        if token.start < (node.lineno, node.col_offset):
-            continue
-        if token.type == tokenize.OP and token.string in "([{":
-            depth += 1
-        elif token.type == tokenize.OP and token.string in ")]}":
-            depth -= 1
-        elif token.type == tokenize.OP and token.string == ":" and depth == 0:
-            row, col = token.start
-            lines = source_lines[start - 1:row - 1] + [source_lines[row - 1][:col + 1]]
-            return "\n".join(lines)
-    raise StudentError(f"cannot find the end of the signature of {node.name}")  # not reached for valid code
+def _solution_regions(source: str, where: str) -> list[tuple[int, int]]:
+    """The (begin, end) line numbers (from 1) of each solution region of a cell."""
+    regions, begin = [], None
+    for number, line in enumerate(source.splitlines(), start=1):
+        if line.strip() == BEGIN_SOLUTION:
+            if begin is not None:
+                raise StudentError(f"{where}: `{BEGIN_SOLUTION}` on line {number} inside the region begun on line "
+                                   f"{begin}: close it with `{END_SOLUTION}` first")
+            begin = number
+        elif line.strip() == END_SOLUTION:
+            if begin is None:
+                raise StudentError(f"{where}: `{END_SOLUTION}` on line {number} without a `{BEGIN_SOLUTION}` above it")
+            regions.append((begin, number))
+            begin = None
+        elif "BEGIN SOLUTION" in line or "END SOLUTION" in line:
+            raise StudentError(f"{where}: line {number} mentions a solution marker but is not `{BEGIN_SOLUTION}` or "
+                               f"`{END_SOLUTION}` on a line of its own")
+    if begin is not None:
+        raise StudentError(f"{where}: the region begun on line {begin} has no `{END_SOLUTION}`")
+    return regions
 
 
-def _docstring_lines(source: str, node, indent: str) -> list[str]:
-    first = node.body[0]
-    if not (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
-            and isinstance(first.value.value, str)):
-        return []
-    return (indent + ast.get_source_segment(source, first)).splitlines()
+def _is_none_placeholder(statement) -> bool:
+    return (isinstance(statement, ast.Assign) and all(isinstance(t, ast.Name) for t in statement.targets)
+            and isinstance(statement.value, ast.Constant) and statement.value.value is None)
 
 
-def _body_indent(source_lines: list[str], node) -> str:
-    first = node.body[0]
-    if first.lineno > node.lineno and not any(d.lineno == first.lineno for d in node.decorator_list):
-        line = source_lines[first.lineno - 1]
-        return line[:len(line) - len(line.lstrip())]
-    return " " * (node.col_offset + 4)
+def read_exercise(source: str, where: str = "exercise cell") -> tuple[list[str], list[str]]:
+    """The functions and the predictions of an exercise cell; a StudentError says what is wrong with it.
 
-
-def _wrap_comment(indent: str, text: str, width: int = 110) -> list[str]:
-    lines, current = [], ""
-    for word in text.split():
-        if current and len(indent) + 2 + len(current) + 1 + len(word) > width:
-            lines.append(f"{indent}# {current}")
-            current = word
-        else:
-            current = f"{current} {word}" if current else word
-    if current:
-        lines.append(f"{indent}# {current}")
-    return lines
-
-
-def _assign_targets(statement) -> list:
-    return statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-
-
-def _function_stub(source: str, source_lines, tokens, node, qualname: str, label: str, where_solution: str,
-                   value: str | None) -> str:
-    indent = _body_indent(source_lines, node)
-    lines = [_header(source_lines, tokens, node)] + _docstring_lines(source, node, indent)
-    if value is None:
-        message = f"{qualname}: {label}, yours to write. Solution: {where_solution}"
-        width = 86 - len(indent)  # the raise line stays under about 120 characters
-        cut = message.rfind(" ", 0, width)
-        parts = [message[:cut + 1], message[cut + 1:]] if len(message) > width and cut > 0 else [message]
-        lines.append(f"{indent}raise NotImplementedError({parts[0]!r}")
-        lines += [f"{indent}                          {part!r}" for part in parts[1:]]
-        lines[-1] += ")"
-    else:
-        lines += _wrap_comment(indent, f"Wrong-but-runnable stub ({label}): it returns a placeholder so that later "
-                                       f"cells run. Replace it with your code. Solution: {where_solution}.")
-        lines.append(f"{indent}return {value}")
-    return "\n".join(lines)
-
-
-def stub_exercise_source(source: str, *, label: str, where_solution: str, values: dict | None = None,
-                         where: str = "exercise cell") -> tuple[str, list[Stub]]:
-    """Turn an exercise cell's solution into stubs; return the new source and what was stubbed.
-
-    ``label`` names the exercise ("exercise 2 of chapter 08"), ``where_solution`` says where its solution
-    is, ``values`` maps a name (``my_fn``, ``Model.forward``, a constant) to a wrong-but-runnable
-    expression, ``where`` names the cell in error messages.
+    A function's body (after its docstring) is one solution region; a prediction is a top-level region of
+    assignments to names bound to ``None`` above it, at the end of the cell (in the release the cell raises there).
     """
-    values = dict(values or {})
     tree = _parse(source, where)
-    source_lines = source.splitlines()
-    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
-    pieces, stubs = [], []
-
-    def segment_lines(node):
-        return "\n".join(source_lines[node.lineno - 1:node.end_lineno])
-
-    def solution_of(node):
-        start = min([d.lineno for d in getattr(node, "decorator_list", [])] + [node.lineno])
-        return "\n".join(source_lines[start - 1:node.end_lineno])
-
+    regions = _solution_regions(source, where)
+    functions, predictions, placeholders, used = [], [], set(), set()
+    top_regions = [r for r in regions if not any(isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))
+                                                 and s.lineno < r[0] <= s.end_lineno for s in tree.body)]
     for statement in tree.body:
+        line = statement.lineno
+        inside = next((r for r in top_regions if r[0] < line < r[1]), None)
+        if inside is None and any(line > r[1] for r in top_regions):
+            raise StudentError(f"{where}: the statement on line {line} comes after a prediction's solution region: the "
+                               "release raises there, so it would never run; put predictions at the end of the cell")
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            value = values.pop(statement.name, None)
-            stub = _function_stub(source, source_lines, tokens, statement, statement.name, label, where_solution, value)
-            stubs.append(Stub(statement.name, "function", value is None, solution_of(statement), stub))
-            pieces.append(stub)
-        elif isinstance(statement, ast.ClassDef):
-            indent = _body_indent(source_lines, statement)
-            docstring = _docstring_lines(source, statement, indent)
-            class_lines = [_header(source_lines, tokens, statement)] + docstring
-            methods = 0
-            for index, item in enumerate(statement.body):
-                if index == 0 and docstring:
-                    continue  # the docstring, already copied
-                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    qualname = f"{statement.name}.{item.name}"
-                    value = values.pop(qualname, None)
-                    stub = _function_stub(source, source_lines, tokens, item, qualname, label, where_solution, value)
-                    stubs.append(Stub(qualname, "method", value is None, solution_of(item), stub))
-                    class_lines += [""] + stub.splitlines() if methods else stub.splitlines()
-                    methods += 1
-                else:  # class-level declarations (dataclass fields, constants) are the interface: kept
-                    class_lines += segment_lines(item).splitlines()
-            if not methods:
-                raise StudentError(f"{where}: class {statement.name} has no method to turn into a stub")
-            pieces.append("\n".join(class_lines))
-        elif isinstance(statement, (ast.Import, ast.ImportFrom)):
-            pieces.append(segment_lines(statement))
-        elif isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
-                and isinstance(statement.value.value, str):
-            pieces.append(segment_lines(statement))  # a module-level docstring or note
-        elif isinstance(statement, (ast.Assign, ast.AnnAssign)) and all(
-                isinstance(t, ast.Name) for t in _assign_targets(statement)):
-            for target in _assign_targets(statement):
-                value = values.pop(target.id, None)
-                annotation = f": {ast.get_source_segment(source, statement.annotation)}" \
-                    if isinstance(statement, ast.AnnAssign) else ""
-                stub = (f"{target.id}{annotation} = {value if value is not None else 'None'}  "
-                        f"# {label}: your answer here (a wrong-but-runnable placeholder)")
-                stubs.append(Stub(target.id, "constant", False, segment_lines(statement), stub))
-                pieces.append(stub)
+            own = [r for r in regions if line < r[0] <= statement.end_lineno]
+            body = statement.body[1:] if ast.get_docstring(statement) is not None else statement.body
+            if len(own) != 1 or not body or not (own[0][0] < body[0].lineno and statement.end_lineno < own[0][1]):
+                raise StudentError(f"{where}: {statement.name}() needs its whole body after the docstring (and only "
+                                   f"that) between one `{BEGIN_SOLUTION}` and `{END_SOLUTION}`, indented like the body")
+            functions.append(statement.name)
+            used.add(own[0])
+        elif inside is not None and isinstance(statement, ast.Assign) and all(
+                isinstance(t, ast.Name) and t.id in placeholders for t in statement.targets):
+            predictions += [t.id for t in statement.targets if t.id not in predictions]
+            used.add(inside)
+        elif inside is None and isinstance(statement, (ast.Import, ast.ImportFrom)):
+            continue
+        elif inside is None and _is_none_placeholder(statement):
+            placeholders |= {t.id for t in statement.targets}
         else:
-            first_line = source_lines[statement.lineno - 1].strip()
-            raise StudentError(f"{where}: the top-level statement on line {statement.lineno} of the cell "
-                               f"(`{first_line}`) cannot become a stub; an exercise cell holds functions, classes, "
-                               "imports and constants only: put this code in a function")
-    if not stubs:
-        raise StudentError(f"{where}: nothing to turn into a stub; an exercise cell must define at least one "
-                           "function (or a class with methods, or a constant)")
-    if values:
-        raise StudentError(f"{where}: its metadata {STUB_METADATA!r} names {sorted(values)}, which the cell does "
-                           "not define at top level (use `name` for a function or constant, `Class.method` for a "
-                           "method)")
-    return "\n\n\n".join(pieces) + "\n", stubs
-
-
-# --------------------------------------------------------------------------------------------
-# The student notebook
+            raise StudentError(
+                f"{where}: the statement on line {line} (`{source.splitlines()[line - 1].strip()}`) cannot be an "
+                f"exercise: an exercise cell holds imports, functions whose body is a solution region, and predictions "
+                f"(`NAME = None  # your prediction` lines, then a region that assigns NAME) at its end")
+    if set(regions) - used:
+        begin = sorted(set(regions) - used)[0][0]
+        raise StudentError(f"{where}: the solution region on line {begin} is neither a function's body nor a "
+                           "prediction's assignments")
+    if not functions and not predictions:
+        raise StudentError(f"{where}: nothing for the learner to write; mark a solution with `{BEGIN_SOLUTION}` and "
+                           f"`{END_SOLUTION}`")
+    return functions, predictions
 
 
 def _is_exercise(cell) -> bool:
@@ -427,27 +358,17 @@ def _first_raising_statement(tree, raising: set[str]) -> int | None:
     return None
 
 
-def build_student_notebook(chapter: Path, out_dir: Path | str = "student") -> StudentChapter:
-    """The student notebook of ``chapter`` (a ``chapters/NN_slug.py``), as it would be written to ``out_dir``:
-    find the exercises, follow their stubbed names through the notebook, then write the cells."""
-    chapter = Path(chapter)
-    notebook = read_chapter(chapter)
-    link = Path(os.path.relpath(chapter.with_suffix(".ipynb").resolve(), Path(out_dir).resolve())).as_posix()
-    trees = [(_parse_code_cell(c.source) if c.cell_type == "code" else None) for c in notebook.cells]
-    exercises, window_of = _find_exercises(chapter, notebook.cells, trees, link)
-    checks = _trace_stubs(chapter, notebook.cells, trees, exercises, window_of)
-    student = _student_notebook(chapter, notebook, exercises, window_of, checks, link)
-    return StudentChapter(chapter, student, exercises)
-
-
-def _find_exercises(chapter: Path, cells, trees, link: str) -> tuple[list[Exercise], dict[int, Exercise]]:
-    """Each exercise cell, stubbed, with its show_solution cell; and, for every cell that may hold one of its
-    checks (between the exercise and its show_solution cell), that exercise."""
-    number = chapter.stem[:2]
+def _find_exercises(chapter: Path, cells, trees) -> tuple[list[Exercise], dict[int, Exercise]]:
+    """Each exercise cell with its show_solution cell; and, for every cell that may hold one of its checks
+    (between the exercise and its show_solution cell), that exercise."""
     exercises: list[Exercise] = []
     window_of: dict[int, Exercise] = {}  # chapter cell index -> the exercise whose checks it may hold
     for index, cell in enumerate(cells):
         if not _is_exercise(cell):
+            if "BEGIN SOLUTION" in cell.source or "END SOLUTION" in cell.source:
+                raise StudentError(f"{_cell_label(chapter, index, cell)} is not an exercise cell but holds nbgrader's "
+                                   "words BEGIN SOLUTION or END SOLUTION, which nbgrader takes for a solution marker "
+                                   "in any cell, markdown too: tag the cell `exercise`, or reword it")
             continue
         solution_cell = None
         for later in range(index + 1, len(cells)):
@@ -456,31 +377,23 @@ def _find_exercises(chapter: Path, cells, trees, link: str) -> tuple[list[Exerci
             if cells[later].cell_type == "code" and trees[later] is not None and _calls_show_solution(trees[later]):
                 solution_cell = later
                 break
-        label = f"exercise {len(exercises) + 1} of chapter {number}"
-        where_solution = (f"the show_solution cell below the check, or {link}" if solution_cell is not None else link)
-        values = cell.metadata.get(STUB_METADATA, {})
-        if not isinstance(values, dict):
-            raise StudentError(f"{_cell_label(chapter, index, cell)}: metadata {STUB_METADATA!r} must map names to "
-                               f"expressions, got {values!r}")
-        stub_source, stubs = stub_exercise_source(cell.source, label=label, where_solution=where_solution,
-                                                  values=values, where=_cell_label(chapter, index, cell))
-        exercise = Exercise(len(exercises) + 1, index, cell.source, stub_source, stubs, solution_cell)
+        functions, predictions = read_exercise(cell.source, _cell_label(chapter, index, cell))
+        exercise = Exercise(len(exercises) + 1, index, cell.source, functions, predictions, solution_cell)
         exercises.append(exercise)
         end = solution_cell if solution_cell is not None else next(
             (k for k in range(index + 1, len(cells)) if _is_exercise(cells[k])), len(cells))
         for k in range(index + 1, end):
             window_of[k] = exercise
-
     return exercises, window_of
 
 
 def _trace_stubs(chapter: Path, cells, trees, exercises: list[Exercise],
                  window_of: dict[int, Exercise]) -> dict[int, tuple[bool, list[str]]]:
-    """Follow the stubbed names through the notebook: which cells are checks of an exercise (cell index ->
-    (whether it only involves raising stubs, the stubbed names it uses)); raise a StudentError for a cell
-    outside the checks that a stub would break."""
-    raising: set[str] = set()  # names whose use raises (stubs, and defs of check cells that call them)
-    wrong_value: set[str] = set()  # names stubbed with a wrong-but-runnable value
+    """Follow the exercises' names through the notebook: which cells are checks of an exercise (cell index ->
+    (whether it only involves functions, which raise in the release, the exercise names it uses)); raise a
+    StudentError for a cell outside the checks that the release would break."""
+    raising: set[str] = set()  # names whose use raises (functions, and defs of check cells that call them)
+    wrong_value: set[str] = set()  # predictions: None in the release
     maybe_undefined: dict[str, int] = {}  # name -> check cell that binds it only after calling a stub
     bound_before: set[str] = set()
     exercise_at = {e.cell_index: e for e in exercises}
@@ -490,13 +403,9 @@ def _trace_stubs(chapter: Path, cells, trees, exercises: list[Exercise],
         if cell.cell_type != "code" or tree is None:
             continue
         if index in exercise_at:
-            for stub in exercise_at[index].stubs:
-                top = stub.name.split(".")[0]
-                (raising if stub.raises else wrong_value).add(top)
-            for stub in exercise_at[index].stubs:  # a class with any raising method raises
-                if stub.raises:
-                    wrong_value.discard(stub.name.split(".")[0])
-            bound_before |= {s.name.split(".")[0] for s in exercise_at[index].stubs}
+            raising |= set(exercise_at[index].functions)
+            wrong_value |= set(exercise_at[index].predictions)
+            bound_before |= set(exercise_at[index].names)
             continue
         free = _free_names(tree)
         if index in window_of and free & (raising | wrong_value):
@@ -518,10 +427,8 @@ def _trace_stubs(chapter: Path, cells, trees, exercises: list[Exercise],
         if broken:
             raise StudentError(
                 f"{_cell_label(chapter, index, cell)} uses {', '.join(sorted(broken))}, which the student notebook "
-                "stubs with `raise NotImplementedError`: this cell is not a check of that exercise (it comes after "
-                "its show_solution cell), so it would fail. Use the course_lib function in this cell, or give the "
-                f"exercise cell a wrong-but-runnable value: `# %% tags=[\"exercise\"] {STUB_METADATA}="
-                f"{{\"{sorted(broken)[0]}\": \"...\"}}`")
+                "leaves to the learner (`raise NotImplementedError()`): this cell is not a check of that exercise (it "
+                "comes after its show_solution cell), so it would fail. Use the course_lib function in this cell")
         missing = {name for name in free if name in maybe_undefined}
         if missing:
             name = sorted(missing)[0]
@@ -531,58 +438,186 @@ def _trace_stubs(chapter: Path, cells, trees, exercises: list[Exercise],
                 f"`{name}` is never defined. Bind it before the check in cell {maybe_undefined[name]}, or compute it "
                 "with the course_lib function")
         bound_before |= set().union(*(_top_bound_names(s) for s in tree.body)) if tree.body else set()
-
     return checks
 
 
-def _student_notebook(chapter: Path, notebook, exercises: list[Exercise], window_of: dict[int, Exercise],
-                      checks: dict[int, tuple[bool, list[str]]], link: str):
-    """The chapter's notebook with each exercise stubbed under a "your turn" note, its checks tagged, no outputs."""
+# --------------------------------------------------------------------------------------------
+# nbgrader's source version, then its release
+
+
+def _nbgrader_metadata(grade_id: str, *, solution: bool = False, points: int | None = None) -> dict:
+    """A cell's ``nbgrader`` metadata: a solution cell, or an autograded test cell with its points (locked)."""
+    metadata = {"grade": points is not None, "grade_id": grade_id, "locked": not solution, "schema_version": 3,
+                "solution": solution, "task": False}
+    if points is not None:
+        metadata["points"] = points
+    return metadata
+
+
+def _tag_raises(cell, exercise: Exercise, names: list[str], only_raising: bool) -> None:
+    tags = list(cell.metadata.get("tags", []))
+    if RAISES_TAG not in tags:
+        tags.append(RAISES_TAG)
+    cell.metadata["tags"] = tags
+    cell.metadata[CHECK_METADATA] = {"exercise": exercise.number, "stubs": names, "only_raising_stubs": only_raising}
+
+
+def _your_turn(exercise: Exercise, number: str, link: str) -> str:
+    chapter_link = f"the full chapter, [{Path(link).stem}.ipynb]({link}), has the worked solution."
+    stuck = (f"The `show_solution` cell after the check reveals the reference implementation, and {chapter_link}"
+             if exercise.solution_cell is not None else chapter_link[0].upper() + chapter_link[1:])
+    names = ", ".join(f"`{name}`" for name in exercise.names)
+    what = "is yours" if len(exercise.names) == 1 else "are yours"
+    return (f"**Your turn** (exercise {exercise.number} of chapter {number}): {names} below {what} to write. Replace "
+            f"`raise NotImplementedError()` (under `# YOUR CODE HERE`) with your "
+            f"{'prediction' if exercise.predictions and not exercise.functions else 'code'}, then run the check cell. "
+            f"Stuck? {stuck}")
+
+
+def _source_notebook(chapter: Path, notebook, exercises: list[Exercise], window_of: dict[int, Exercise],
+                     checks: dict[int, tuple[bool, list[str]]], link: str):
+    """nbgrader's source version of the chapter: solution and test cells marked, a note above each exercise, no
+    outputs. Returns the notebook and, for each chapter cell index, its index in it."""
     import nbformat
 
     number = chapter.stem[:2]
     exercise_at = {e.cell_index: e for e in exercises}
-    student = copy.deepcopy(notebook)
-    student.metadata.pop("jupytext", None)
+    source = copy.deepcopy(notebook)
+    source.metadata.pop("jupytext", None)
     new_cells = [nbformat.v4.new_markdown_cell(
-        f"> **Student version** of [chapter {number}]({link}), written by `make student`: each exercise's solution "
-        "is a stub for you to fill in. Once you have edited this file, running `make student` again will not "
-        "overwrite it (it stops and says what to do); `make student STUDENT_OUT=my_work` writes a fresh copy to "
-        "another folder.")]
-    for index, cell in enumerate(student.cells):
-        for key in _JUPYTEXT_CELL_KEYS | {STUB_METADATA}:
+        f"> **Student version** of [chapter {number}]({link}), written by `make student` with nbgrader: each "
+        "exercise's solution is left for you to write. Once you have edited this file, running `make student` again "
+        "will not overwrite it (it stops and says what to do); `make student STUDENT_OUT=my_work` writes a fresh copy "
+        "to another folder.")]
+    position_of, check_count = {}, {}
+    for index, cell in enumerate(source.cells):
+        for key in _JUPYTEXT_CELL_KEYS:
             cell.metadata.pop(key, None)
         if index in exercise_at:
             exercise = exercise_at[index]
-            names = ", ".join(f"`{name}`" for name in exercise.names)
-            chapter_link = f"the full chapter, [{chapter.stem}.ipynb]({link}), has the worked solution."
-            stuck = (f"The `show_solution` cell after the check reveals the reference implementation, and "
-                     f"{chapter_link}"
-                     if exercise.solution_cell is not None else chapter_link[0].upper() + chapter_link[1:])
-            replace = ("the `raise NotImplementedError`" if all(s.raises for s in exercise.stubs)
-                       else "the stub's placeholder value" if len(exercise.stubs) == 1 else "the stubs' bodies")
-            new_cells.append(nbformat.v4.new_markdown_cell(
-                f"**Your turn** (exercise {exercise.number} of chapter {number}): {names} below "
-                f"{'is a stub' if len(exercise.names) == 1 else 'are stubs'}. Replace {replace} "
-                f"with your code, then run the check cell. Stuck? {stuck}"))
-            cell.source = exercise.stub_source.rstrip("\n")
+            new_cells.append(nbformat.v4.new_markdown_cell(_your_turn(exercise, number, link)))
+            cell.metadata["nbgrader"] = _nbgrader_metadata(exercise.grade_id, solution=True)
+            if exercise.predictions:  # the release raises at the prediction's stub
+                _tag_raises(cell, exercise, exercise.predictions, True)
         elif index in checks:
-            tags = list(cell.metadata.get("tags", []))
-            if RAISES_TAG not in tags:
-                tags.append(RAISES_TAG)
-            cell.metadata["tags"] = tags
             exercise = window_of[index]
-            only_raising, uses = checks[index]
-            cell.metadata[CHECK_METADATA] = {"exercise": exercise.number, "stubs": uses,
-                                             "only_raising_stubs": only_raising}
+            check_count[exercise.number] = check_count.get(exercise.number, 0) + 1
+            grade_id = f"{exercise.grade_id}_check_{check_count[exercise.number]}"
+            cell.metadata["nbgrader"] = _nbgrader_metadata(grade_id, points=POINTS_PER_CHECK)
+            _tag_raises(cell, exercise, checks[index][1], checks[index][0])
+        position_of[index] = len(new_cells)
         new_cells.append(cell)
     for position, cell in enumerate(new_cells):
         cell["id"] = f"student-{position:03d}"
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
-    student.cells = new_cells
-    student.nbformat, student.nbformat_minor = 4, 5  # nbformat.write validates it
-    return student
+    source.cells = new_cells
+    source.nbformat, source.nbformat_minor = 4, 5  # nbformat.write validates it
+    return source, position_of
+
+
+@contextlib.contextmanager
+def _venv_on_path():
+    """nbgrader's gradebook runs the ``alembic`` command: find it beside this Python when the venv is not active."""
+    before = os.environ.get("PATH", "")
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), before])
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = before
+
+
+def generate_releases(sources: dict) -> dict:
+    """``nbgrader generate_assignment`` for each {assignment name: source notebook}, in a temporary course
+    directory; returns {assignment name: release notebook}."""
+    import nbformat
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    releases = {}
+    with _venv_on_path(), tempfile.TemporaryDirectory(prefix="course-nbgrader-") as root:
+        config = Config()
+        config.CourseDirectory.root = root
+        config.Exchange.root = str(Path(root, "exchange"))  # not used; nbgrader wants a writable one
+        api = NbGraderAPI(config=config)
+        for name, notebook in sources.items():
+            path = Path(root, "source", name, f"{name}.ipynb")
+            path.parent.mkdir(parents=True)
+            nbformat.write(notebook, path)
+            result = api.generate_assignment(name)
+            if not result["success"]:
+                details = result.get("error") or result["log"]
+                raise StudentError(f"nbgrader generate_assignment {name} failed:\n{details}")
+            releases[name] = nbformat.read(Path(root, "release", name, f"{name}.ipynb"), as_version=4)
+    return releases
+
+
+def _function_nodes(tree) -> dict:
+    return {s.name: s for s in tree.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def _is_stub_raise(statement) -> bool:
+    exc = statement.exc if isinstance(statement, ast.Raise) else None
+    call = exc.func if isinstance(exc, ast.Call) else exc
+    return isinstance(call, ast.Name) and call.id == "NotImplementedError"
+
+
+def check_release(chapter: Path, exercise: Exercise, release_source: str) -> None:
+    """Today's guarantees, on what nbgrader wrote: each function keeps its decorators, signature and docstring,
+    and its body is the stub; each prediction is bound to None, then the cell raises."""
+    where = f"{chapter.name}, exercise {exercise.number} in the release"
+    release = _parse(release_source, where)
+    solutions, stubs = _function_nodes(ast.parse(exercise.solution_source)), _function_nodes(release)
+    if set(stubs) != set(solutions):
+        raise StudentError(f"{where}: defines {sorted(stubs)}, the chapter {sorted(solutions)}")
+    for name, solution in solutions.items():
+        stub = stubs[name]
+        same = (ast.dump(stub.args) == ast.dump(solution.args)
+                and [ast.dump(d) for d in stub.decorator_list] == [ast.dump(d) for d in solution.decorator_list]
+                and ast.dump(stub.returns or ast.Pass()) == ast.dump(solution.returns or ast.Pass())
+                and ast.get_docstring(stub) == ast.get_docstring(solution))
+        body = stub.body[1:] if ast.get_docstring(stub) is not None else stub.body
+        if not same or len(body) != 1 or not _is_stub_raise(body[0]):
+            raise StudentError(f"{where}: {name}() must keep its signature and docstring and raise "
+                               f"NotImplementedError, but reads\n{ast.unparse(stub)}")
+    if exercise.predictions:
+        bound = {t.id for s in release.body if _is_none_placeholder(s) for t in s.targets}
+        if not set(exercise.predictions) <= bound or not _is_stub_raise(release.body[-1]):
+            raise StudentError(f"{where}: {exercise.predictions} must be bound to None, then the cell raise "
+                               f"NotImplementedError, but it reads\n{release_source}")
+
+
+def build_student_notebooks(chapters, out_dir: Path | str = "student",
+                            chapters_link: str | None = None) -> list[StudentChapter]:
+    """The student notebook of each chapter (``chapters/NN_slug.py``) as it would be written to ``out_dir``: find
+    the exercises, follow their names through the notebook, write nbgrader's source version, let nbgrader
+    generate the release, and check it. Its links lead to the chapter in ``chapters_link`` (a folder relative to
+    the notebook; default: ``chapters/`` relative to ``out_dir``)."""
+    built, sources = [], {}
+    for chapter in map(Path, chapters):
+        notebook = read_chapter(chapter)
+        link = (f"{chapters_link.rstrip('/')}/{chapter.stem}.ipynb" if chapters_link else
+                Path(os.path.relpath(chapter.with_suffix(".ipynb").resolve(), Path(out_dir).resolve())).as_posix())
+        trees = [(_parse_code_cell(c.source) if c.cell_type == "code" else None) for c in notebook.cells]
+        exercises, window_of = _find_exercises(chapter, notebook.cells, trees)
+        checks = _trace_stubs(chapter, notebook.cells, trees, exercises, window_of)
+        source, position_of = _source_notebook(chapter, notebook, exercises, window_of, checks, link)
+        sources[chapter.stem] = source
+        built.append((chapter, source, exercises, position_of))
+    releases = generate_releases(sources)
+    results = []
+    for chapter, source, exercises, position_of in built:
+        release = releases[chapter.stem]
+        for exercise in exercises:
+            exercise.release_source = release.cells[position_of[exercise.cell_index]].source
+            check_release(chapter, exercise, exercise.release_source)
+        results.append(StudentChapter(chapter, release, source, exercises))
+    return results
+
+
+def build_student_notebook(chapter: Path, out_dir: Path | str = "student") -> StudentChapter:
+    """The student notebook of one chapter: :func:`build_student_notebooks` for it alone."""
+    return build_student_notebooks([chapter], out_dir)[0]
 
 
 def _plural(count: int, word: str) -> str:
@@ -669,39 +704,59 @@ def write_notebook_atomically(notebook, target: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+def _write_protected(notebooks: dict, chapter_of: dict, *, force: bool) -> None:
+    """Write each {target path: notebook}, never over a learner's edits (see the module's docstring)."""
+    problems = {}
+    for target, notebook in notebooks.items():
+        fingerprints = cell_fingerprints(notebook.cells)
+        notebook.metadata[FINGERPRINT_METADATA] = {"chapter": chapter_of[target], "cells_sha256": fingerprints}
+        problem = overwrite_problem(target, fingerprints)
+        if problem:
+            problems[target] = problem
+    if problems and not force:
+        raise LearnersWorkError(problems)
+    for target, notebook in notebooks.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target in problems:
+            print(f"{target}: {problems[target]}; your version is kept as {_backup(target)}")
+        write_notebook_atomically(notebook, target)
+
+
 def write_student_notebooks(chapters=None, out_dir: Path | str = "student", *, force: bool = False,
-                            quiet: bool = False) -> list[StudentChapter]:
+                            quiet: bool = False, chapters_link: str | None = None) -> list[StudentChapter]:
     """Write ``out_dir/NN_slug.ipynb`` for each chapter (all when ``chapters`` is None).
 
     A notebook there that differs from what this tool last wrote is a learner's work: if there is any,
     nothing is written and :class:`LearnersWorkError` says which (``force``: each is copied to a ``.bak``
     first, then replaced).
     """
-    chapters = find_chapters(chapters or ())
     out_dir = Path(out_dir)
-    built = [build_student_notebook(chapter, out_dir) for chapter in chapters]  # every error before any write
-    targets = [out_dir / f"{result.chapter.stem}.ipynb" for result in built]
-    problems = {}
-    for result, target in zip(built, targets):
-        fingerprints = cell_fingerprints(result.notebook.cells)
-        result.notebook.metadata[FINGERPRINT_METADATA] = {"chapter": result.chapter.stem,
-                                                          "cells_sha256": fingerprints}
-        problem = overwrite_problem(target, fingerprints)
-        if problem:
-            problems[target] = problem
-    if problems and not force:
-        raise LearnersWorkError(problems)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for result, target in zip(built, targets):
-        if target in problems:
-            print(f"{target}: {problems[target]}; your version is kept as {_backup(target)}")
-        write_notebook_atomically(result.notebook, target)
-        if not quiet:
-            checks = sum(len(e.check_cells) for e in result.exercises)
-            runnable = sum(not s.raises for s in result.stubs)
-            print(f"{target}: {_plural(len(result.exercises), 'exercise')}, {_plural(len(result.stubs), 'stub')}"
-                  f"{f' ({runnable} wrong-but-runnable)' if runnable else ''}, "
-                  f"{_plural(checks, 'check cell')} tagged {RAISES_TAG}")
+    built = build_student_notebooks(find_chapters(chapters or ()), out_dir, chapters_link)  # errors before writes
+    targets = {out_dir / f"{result.chapter.stem}.ipynb": result for result in built}
+    _write_protected({target: result.notebook for target, result in targets.items()},
+                     {target: result.chapter.stem for target, result in targets.items()}, force=force)
+    if not quiet:
+        for target, result in targets.items():
+            print(f"{target}: {_plural(len(result.exercises), 'exercise')}, "
+                  f"{_plural(result.points // POINTS_PER_CHECK, 'check cell')} graded by nbgrader "
+                  f"({_plural(result.points, 'point')}) and tagged {RAISES_TAG}")
+    return built
+
+
+def write_nbgrader_sources(chapters=None, course_dir: Path | str = "grading", *, force: bool = False,
+                           quiet: bool = False, chapters_link: str | None = None) -> list[StudentChapter]:
+    """Write nbgrader's source version of each chapter to ``course_dir/source/NN_slug/NN_slug.ipynb``: a leader's
+    nbgrader course directory, for ``nbgrader generate_assignment NN_slug`` and the rest (README, "Exercises
+    through nbgrader"). Edited source notebooks are protected like a learner's work. A learner fetches the
+    release into a folder of its own, ``NN_slug/``: by default its links lead to ``../chapters/``."""
+    course_dir = Path(course_dir)
+    built = build_student_notebooks(find_chapters(chapters or ()), course_dir, chapters_link or "../chapters")
+    targets = {course_dir / "source" / r.chapter.stem / f"{r.chapter.stem}.ipynb": r for r in built}
+    _write_protected({target: result.source for target, result in targets.items()},
+                     {target: result.chapter.stem for target, result in targets.items()}, force=force)
+    if not quiet:
+        print(f"{len(built)} assignments in {course_dir}/source/, {sum(r.points for r in built)} points in all. Then, "
+              f"in {course_dir}: nbgrader generate_assignment {built[0].chapter.stem}")
     return built
 
 
@@ -736,17 +791,27 @@ def student_check_problem(metadata: dict, outputs: list) -> str | None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib.tools.student", description=(
-        "Write student notebooks: each chapter with its exercise solutions replaced by stubs. A notebook in "
+        "Write student notebooks with nbgrader: each chapter with its exercise solutions cleared. A notebook in "
         "--out that was edited since it was written (or not written by this tool) is never overwritten: the "
         "run stops with exit code 2 and writes nothing, unless --force."))
     parser.add_argument("chapters", nargs="*", help="chapters (08, 08_vae, vae or a path); default: all")
     parser.add_argument("--out", default="student", help="folder to write to (default: student, git-ignored)")
+    parser.add_argument("--nbgrader-source", metavar="COURSE_DIR", help="write nbgrader's source versions (solutions, "
+                        "grade ids, points) to COURSE_DIR/source/NN_slug/ instead: a leader's nbgrader course")
+    parser.add_argument("--chapters-link", metavar="DIR", help="where a student notebook finds the chapters, "
+                        "relative to itself (default: the repository's chapters/ for --out; ../chapters for "
+                        "--nbgrader-source, whose notebooks are fetched into a folder NN_slug/ of their own)")
     parser.add_argument("--force", action="store_true", help="replace edited notebooks too, after copying each "
                         "to NN_slug.ipynb.bak (or .bak.1, .bak.2, ...: no backup is replaced)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors and the backups made")
     args = parser.parse_args(argv)
     try:
-        built = write_student_notebooks(args.chapters, args.out, force=args.force, quiet=args.quiet)
+        if args.nbgrader_source:
+            write_nbgrader_sources(args.chapters, args.nbgrader_source, force=args.force, quiet=args.quiet,
+                                   chapters_link=args.chapters_link)
+            return 0
+        built = write_student_notebooks(args.chapters, args.out, force=args.force, quiet=args.quiet,
+                                        chapters_link=args.chapters_link)
     except StudentError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

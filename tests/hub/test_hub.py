@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -216,3 +217,71 @@ def test_screenshots_of_the_login_page_and_a_learners_lab(hub, learners):
         listing = page.inner_text(".jp-DirListing-content")
         browser.close()
     assert "00_welcome.ipynb" in listing, listing
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises through nbgrader on the shared machine: release, fetch, submit, collect, autograde (README)
+
+ASSIGNMENT = "16_camera_geometry"  # 2 exercises, seconds under ci
+RUNUSER = shutil.which("runuser", path="/usr/sbin:/sbin:/usr/bin:/bin") or "runuser"  # util-linux
+
+
+def as_account(name: str, *command: str, cwd: Path | None = None) -> str:
+    """Run ``command`` as ``name`` (a login-like environment, the hub's venv first on PATH); return its output."""
+    account = pwd.getpwnam(name)
+    env = {"HOME": account.pw_dir, "USER": name, "LOGNAME": name, "PATH": f"{HUB_VENV / 'bin'}:/usr/bin:/bin",
+           "COURSE_PROFILE": "ci", "OMP_NUM_THREADS": "1", "LANG": "C.UTF-8"}
+    done = subprocess.run([RUNUSER, "-u", name, "--", *command], cwd=cwd or account.pw_dir, env=env, text=True,
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, f"{name}: {' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+@pytest.fixture(scope="module")
+def leader():
+    name = f"coursetest-l{secrets.token_hex(2)}"
+    users.add([name], users.LEADERS)
+    try:
+        yield name
+    finally:
+        users.remove([name])
+
+
+def test_the_leader_releases_learners_submit_and_the_leader_autogrades(hub, learners, leader):
+    from nbgrader.api import Gradebook
+
+    a, b = learners
+    course = f"--CourseDirectory.course_id={leader}"  # a course of its own in the exchange, removed afterwards
+    grading = Path(pwd.getpwnam(leader).pw_dir) / "grading"
+    try:
+        as_account(leader, "cp", "-r", str(HUB_HOME / "nbgrader"), str(grading))
+        as_account(leader, "nbgrader", "generate_assignment", ASSIGNMENT, cwd=grading)
+        as_account(leader, "nbgrader", "release_assignment", ASSIGNMENT, course, cwd=grading)
+        for name in (a, b):
+            assert ASSIGNMENT in as_account(name, "nbgrader", "list", course)
+            as_account(name, "nbgrader", "fetch_assignment", ASSIGNMENT, course)
+        fetched = Path(pwd.getpwnam(b).pw_dir) / "course" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb"
+        assert fetched.exists()
+        # b does the exercises: each solution cell of the source version, written into b's copy
+        source = json.loads((grading / "source" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb").read_text())
+        solutions = {c["metadata"]["nbgrader"]["grade_id"]: c["source"] for c in source["cells"]
+                     if c["metadata"].get("nbgrader", {}).get("solution")}
+        mine = json.loads(fetched.read_text())
+        for cell in mine["cells"]:
+            grade_id = cell["metadata"].get("nbgrader", {}).get("grade_id")
+            if grade_id in solutions:
+                cell["source"] = solutions[grade_id]
+        fetched.write_text(json.dumps(mine))  # as root: the owner and mode stay b's
+        for name in (a, b):  # a submits the release untouched
+            as_account(name, "nbgrader", "submit", ASSIGNMENT, course)
+        inbound = HUB_HOME / "exchange" / leader / "inbound"
+        listing = subprocess.run([RUNUSER, "-u", a, "--", "ls", str(inbound)], capture_output=True, text=True)
+        assert listing.returncode != 0 and "Permission denied" in listing.stderr, "a learner listed the submissions"
+        as_account(leader, "nbgrader", "collect", ASSIGNMENT, course, cwd=grading)
+        as_account(leader, "nbgrader", "autograde", ASSIGNMENT, course, "--Execute.timeout=120", cwd=grading)
+        with Gradebook(f"sqlite:///{grading / 'gradebook.db'}") as gradebook:
+            score = {name: gradebook.find_submission(ASSIGNMENT, name).score for name in (a, b)}
+            max_score = gradebook.find_assignment(ASSIGNMENT).max_score
+        assert max_score > 0 and score == {a: 0, b: max_score}, (score, max_score)
+    finally:
+        shutil.rmtree(HUB_HOME / "exchange" / leader, ignore_errors=True)
