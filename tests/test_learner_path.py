@@ -17,13 +17,14 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
 import jupytext
 import pytest
 
-from course_lib.tools.student import EXERCISE_TAG, build_student_notebook
+from course_lib.tools.student import EXERCISE_TAG, build_student_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = sorted(p for p in (ROOT / "chapters").glob("[0-9][0-9]_*.py") if p.name[:2] != "00")
@@ -206,9 +207,15 @@ def _parses(code: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _student_notebooks() -> dict:
+    """Every chapter's student notebook, in one nbgrader run (seconds; one run per chapter costs seconds each)."""
+    return {result.chapter: result for result in build_student_notebooks(CHAPTERS, ROOT / "build" / "student-ci")}
+
+
 def test_no_solution_appears_verbatim_in_the_student_notebook(chapter):
     source, cells = chapter
-    student = build_student_notebook(source, ROOT / "build" / "student-ci").notebook
+    student = _student_notebooks()[source].notebook
     others = [_statements(ast.parse(c.source).body) for c in student.cells
               if c.cell_type == "code" and EXERCISE_TAG not in c.metadata.get("tags", []) and _parses(c.source)]
     for cell in cells:

@@ -56,22 +56,37 @@ def chromium():
             browser.close()
 
 
+_PAGE = {}  # the test process's one page: JupyterLab stays loaded from one notebook to the next
+
+
 @pytest.fixture
 def page(chromium, request):
-    """A fresh browser page; on failure a screenshot of it is kept with the test's artefacts."""
-    context = chromium.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(60_000)
+    """The browser page, with JupyterLab loaded once per test process (open_notebook loads it if needed); after
+    each test every notebook is closed and its kernel shut down. On failure a screenshot is kept with the test's
+    artefacts, and the next test gets a fresh page."""
+    if "page" not in _PAGE:
+        _PAGE["context"] = chromium.new_context(viewport={"width": 1400, "height": 1000})
+        _PAGE["page"] = _PAGE["context"].new_page()
+        _PAGE["page"].set_default_timeout(60_000)
+    page = _PAGE["page"]
     yield page
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    failed = report is not None and report.failed
+    if failed:
         folder = ARTIFACTS / request.node.name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
         try:
             page.screenshot(path=str(folder / "failure.png"))
         except Exception:  # the page may be gone; the test's own message matters more
             pass
-    context.close()
+    try:
+        from labdriver import close_notebooks
+        close_notebooks(page)
+    except Exception:
+        failed = True
+    if failed:  # start the next test from a fresh page
+        _PAGE.pop("context").close()
+        _PAGE.pop("page")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -138,9 +138,32 @@ CODE_CELLS = f"""() => {{ const cells = {NOTEBOOK}.content.widgets; const found 
     return found; }}"""
 
 
+APP_READY = "() => !!(window.jupyterapp && window.jupyterapp.commands.hasCommand('docmanager:open'))"
+
+CLOSE_ALL = """async () => { const app = window.jupyterapp; if (!app) return 0;
+    const open = Array.from(app.shell.widgets('main')).filter(w => w.context && w.sessionContext);
+    for (const widget of open) {
+        try { await widget.sessionContext.shutdown(); } catch (error) { /* already gone */ }
+        widget.context.model.dirty = false;  // closing a notebook that ran asks "save?": it is a scratch copy
+        widget.dispose();
+    }
+    return open.length; }"""
+
+
 def open_notebook(page, server: LabServer, name: str, timeout: float = 120) -> None:
-    page.goto(server.url(f"lab/tree/{name}") + "&reset")  # reset: no tabs restored from an earlier page
+    """Open ``name`` in the page's JupyterLab, loading JupyterLab first if the page does not show it yet (a load
+    takes seconds; opening a notebook in a loaded JupyterLab, as a learner does from the file browser, does not)."""
+    if not page.url.startswith(f"http://127.0.0.1:{server.port}/lab") or not page.evaluate(APP_READY):
+        page.goto(server.url("lab") + "&reset")  # reset: no tabs restored from an earlier page
+        page.wait_for_function(APP_READY, timeout=timeout * 1000, polling=500)
+        page.evaluate("async () => { await window.jupyterapp.restored; }")  # the reset closes what opened before
+    page.evaluate("name => { window.jupyterapp.commands.execute('docmanager:open', {path: name}); }", name)
     page.wait_for_function(OPENED, arg=name, timeout=timeout * 1000, polling=500)
+
+
+def close_notebooks(page) -> int:
+    """Shut down the kernel of every open notebook and close it; return how many were open."""
+    return page.evaluate(CLOSE_ALL)
 
 
 # Run All's promise resolves at the first cell that raises, also one tagged raises-exception (a student notebook's
@@ -170,10 +193,6 @@ def run_all(page, timeout: float) -> None:
                 return
         time.sleep(0.5)
     raise TimeoutError(f"the notebook was still running after {timeout:.0f} s")
-
-
-def shutdown_kernel(page) -> None:
-    page.evaluate(f"() => {NOTEBOOK}.sessionContext.shutdown()")
 
 
 def code_cells(page) -> list[dict]:
@@ -413,7 +432,8 @@ def notebook_problems(page, server: LabServer, name: str, screenshots: Path, run
 
     Checks, in order: no cell raised or was left unrun, every widget drawn, all math typeset, every image shown, and, if
     the notebook ran through, one control of every widget moved redraws its figure. Screenshots:
-    ``after-run-all.png`` and each widget before and after the move. The kernel is shut down after.
+    ``after-run-all.png`` and each widget before and after the move. The notebook is closed after, its kernel shut
+    down.
     """
     open_notebook(page, server, name)
     run_all(page, timeout=run_timeout)
@@ -427,5 +447,5 @@ def notebook_problems(page, server: LabServer, name: str, screenshots: Path, run
     problems += image_problems(page)
     if ran_through:
         problems += move_widgets(page, cells, screenshots=screenshots, timeout=widget_timeout)
-    shutdown_kernel(page)
+    close_notebooks(page)
     return problems
