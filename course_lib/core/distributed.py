@@ -58,19 +58,20 @@ def setup(device: torch.device) -> torch.device:
     return device
 
 
-_WRAPPED = []  # the models this process trained with DistributedDataParallel
+_trained_with_others = False  # set by wrap(): this process trained a model with DistributedDataParallel
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """``model`` inside ``DistributedDataParallel`` (which copies process 0's weights to every process)."""
+    global _trained_with_others
     ids = [device.index] if device.type == "cuda" else None
-    _WRAPPED.append(type(model).__name__)
+    _trained_with_others = True
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 def trained_together() -> bool:
     """Whether this process trained a model with the others (a recipe with a training loop of its own does not)."""
-    return bool(_WRAPPED)
+    return _trained_with_others
 
 
 def shard(batch, rank: int | None = None, size: int | None = None):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.core.runtime import as_device, seed_everything
-from course_lib.core.train import fit, warmup_cosine
+from course_lib.topics.segmentation import train_with_adamw_cosine
 
 NUM_CANDIDATES = 3
 
@@ -327,12 +327,8 @@ def train_sam(settings, seed: int = 0, show_progress: bool = True, device=None, 
     seed_everything(seed)
     dev = as_device(device)
     model = TinySAM(**settings.model).to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
-    history = fit(model, training_loss, prompt_batches(settings.batch_size, seed=seed), steps=settings.steps,
-                  optimizer=optimizer, scheduler=scheduler, device=dev, desc="tiny SAM", clip_grad_norm=1.0,
-                  show_progress=show_progress, **fast)
-    return model.eval(), history
+    return train_with_adamw_cosine(model, training_loss, prompt_batches(settings.batch_size, seed=seed), settings,
+                                   device=dev, desc="tiny SAM", show_progress=show_progress, clip_grad_norm=1.0, **fast)
 
 
 # ------------------------------------------------------------------------------------ E.4 scores and baselines

@@ -447,11 +447,18 @@ def train_segmenter(settings, seed: int = 0, show_progress: bool = True, device=
     seed_everything(seed)
     dev = as_device(device)
     model = SegUNet(**settings.model).to(dev)
+    return train_with_adamw_cosine(model, segmentation_loss, segmentation_batches(settings.batch_size, seed=seed),
+                                   settings, device=dev, desc="U-Net segmenter", show_progress=show_progress, **fast)
+
+
+def train_with_adamw_cosine(model: nn.Module, loss_fn, batches, settings, *, device, desc: str,
+                            show_progress: bool = True, **fit_options):
+    """``fit`` with AdamW and warm-up + cosine (``settings``: steps, lr, warmup_steps, weight_decay); returns
+    (model in eval mode, history). Chapter 14's recipes share it (the segmenter, the tiny SAM)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
-    history = fit(model, segmentation_loss, segmentation_batches(settings.batch_size, seed=seed), steps=settings.steps,
-                  optimizer=optimizer, scheduler=scheduler, device=dev, desc="U-Net segmenter",
-                  show_progress=show_progress, **fast)
+    history = fit(model, loss_fn, batches, steps=settings.steps, optimizer=optimizer, scheduler=scheduler,
+                  device=device, desc=desc, show_progress=show_progress, **fit_options)
     return model.eval(), history
 
 
