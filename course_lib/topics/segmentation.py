@@ -454,7 +454,9 @@ def train_segmenter(settings, seed: int = 0, show_progress: bool = True, device=
 def train_with_adamw_cosine(model: nn.Module, loss_fn, batches, settings, *, device, desc: str,
                             show_progress: bool = True, **fit_options):
     """``fit`` with AdamW and warm-up + cosine (``settings``: steps, lr, warmup_steps, weight_decay); returns
-    (model in eval mode, history). Chapter 14's recipes share it (the segmenter, the tiny SAM)."""
+    (model in eval mode, history). Chapter 14's recipes share it (the segmenter, the tiny SAM).
+
+    Taught in chapter 14, C.3."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
     history = fit(model, loss_fn, batches, steps=settings.steps, optimizer=optimizer, scheduler=scheduler,

@@ -278,7 +278,7 @@ def test_the_leader_releases_learners_submit_and_the_leader_autogrades(hub, lear
         listing = subprocess.run([RUNUSER, "-u", a, "--", "ls", str(inbound)], capture_output=True, text=True)
         assert listing.returncode != 0 and "Permission denied" in listing.stderr, "a learner listed the submissions"
         as_account(leader, "nbgrader", "collect", ASSIGNMENT, course, cwd=grading)
-        as_account(leader, "nbgrader", "autograde", ASSIGNMENT, course, "--Execute.timeout=120", cwd=grading)
+        as_account(leader, "nbgrader", "autograde", ASSIGNMENT, course, "--Execute.timeout=30", cwd=grading)
         with Gradebook(f"sqlite:///{grading / 'gradebook.db'}") as gradebook:
             score = {name: gradebook.find_submission(ASSIGNMENT, name).score for name in (a, b)}
             max_score = gradebook.find_assignment(ASSIGNMENT).max_score

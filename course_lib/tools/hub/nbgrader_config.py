@@ -11,4 +11,7 @@ c.CourseDirectory.course_id = "course"
 # the course's inbound folder write-only for learners, so no learner can list or read another's submission.
 c.Exchange.root = str(HUB_HOME / "exchange")
 c.Exchange.assignment_dir = str(Path.home() / "course")  # fetched into ~/course/NN_slug/, beside chapters-read-only
-c.Execute.timeout = 900  # seconds a cell may take when the leader autogrades (a cpu-profile training cell: minutes)
+# Seconds a cell may take when the leader autogrades (under COURSE_PROFILE=ci a whole chapter takes under a minute).
+# Keep it short: nbclient sometimes notices a cell's reply only when this timeout expires, after a cell that shows a
+# widget (jupyter/nbclient#312, open), so each such stall costs up to this long.
+c.Execute.timeout = 60
