@@ -7,12 +7,12 @@ import torch
 from course_lib.core.layers import to_model_range, to_pixel_range
 from course_lib.core.profiles import per_profile
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
+from course_lib.core.train import minibatches
 from course_lib.data import load_mnist
 from course_lib.eval.fid import quality_of_samples, shipped_classifier
 from course_lib.topics.diffusion import NoiseSchedule, ddim_sample, ddpm_loss
 from course_lib.topics.sr3 import LowResUNet, cascade_sample, downsample
-from course_lib.zoo.common import image_batch, label_batch, loss_step
+from course_lib.zoo.common import fit_with_ema, image_batch, label_batch, loss_step
 from course_lib.zoo.ddpm_mnist import load_ddpm_mnist
 from course_lib.zoo.record import Measurement, ShippedModel, Trained, load_shipped, mean_of_last, register
 
@@ -41,13 +41,10 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True, 
     low = downsample(to_model_range(x_train))  # (60000, 1, 14, 14) in [-1, 1]
     schedule = NoiseSchedule.linear(s.T)
     model = LowResUNet(widths=s.widths, emb_dim=s.emb_dim, num_classes=s.num_classes).to(dev)
-    ema = EMA(model, s.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     batches = minibatches(low, y_train, batch_size=s.batch_size, generator=generator)
-    history = fit(model, lambda m, batch: ddpm_loss(m, batch[0], schedule, batch[1]), batches, steps=s.steps,
-                  optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, max(s.steps // 10, 1), s.steps),
-                  clip_grad_norm=1.0, after_step=ema.update, desc="14x14 base DDPM on MNIST",
-                  show_progress=show_progress, state_file=state_file, extra_state={"ema": ema}, **FAST)
+    ema, history = fit_with_ema(model, lambda m, batch: ddpm_loss(m, batch[0], schedule, batch[1]), batches, s,
+                                warmup_steps=max(s.steps // 10, 1), desc="14x14 base DDPM on MNIST",
+                                show_progress=show_progress, state_file=state_file)
     metrics = {"final_train_loss": mean_of_last(history.losses, 100)}
     return Trained(ema.model, history, metrics, {"recipe": __name__, "seed": seed, "model": ema.model.config, **vars(s)})
 

@@ -1,18 +1,16 @@
 """``cfg_mnist``: chapter 12's class-conditional U-Net for classifier-free guidance (its EMA weights ship)."""
 from __future__ import annotations
 
-import torch
-
 from course_lib.core import checkpointing
 from course_lib.core.layers import to_model_range
 from course_lib.core.profiles import per_profile
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
+from course_lib.core.train import minibatches
 from course_lib.data import load_mnist
 from course_lib.topics.diffusion import NoiseSchedule
 from course_lib.topics.guidance import cfg_loss, evaluate_cfg
 from course_lib.topics.unet import UNet
-from course_lib.zoo.common import image_batch, label_batch, loss_step
+from course_lib.zoo.common import fit_with_ema, image_batch, label_batch, loss_step
 from course_lib.zoo.record import Measurement, ShippedModel, Trained, mean_of_last, register
 
 SCALES = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)  # the sweep the bench measures (course convention: s = 1 is plain conditional)
@@ -40,14 +38,10 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True, 
     x_train = to_model_range(x_train)  # (60000, 1, 28, 28) in [-1, 1]
     schedule = NoiseSchedule.linear(s.T)
     model = UNet(widths=s.widths, num_classes=s.num_classes).to(dev)
-    ema = EMA(model, s.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     batches = minibatches(x_train, y_train, batch_size=s.batch_size, generator=generator)
-    history = fit(model, lambda m, batch: cfg_loss(m, batch[0], batch[1], schedule, s.p_uncond), batches,
-                  steps=s.steps, optimizer=optimizer, device=dev,
-                  scheduler=warmup_cosine(optimizer, min(200, s.steps // 10), s.steps),
-                  clip_grad_norm=1.0, after_step=ema.update, desc="CFG U-Net on MNIST", show_progress=show_progress,
-                  state_file=state_file, extra_state={"ema": ema}, **FAST)
+    ema, history = fit_with_ema(model, lambda m, batch: cfg_loss(m, batch[0], batch[1], schedule, s.p_uncond),
+                                batches, s, warmup_steps=min(200, s.steps // 10), desc="CFG U-Net on MNIST",
+                                show_progress=show_progress, state_file=state_file)
     metrics = {"final_train_loss": mean_of_last(history.losses, 100)}
     if s.eval_samples and "mnist_classifier" in checkpointing.read_manifest():
         for row in evaluate_cfg(ema.model, s.eval_scales, n=s.eval_samples, steps=s.eval_steps, seed=seed):

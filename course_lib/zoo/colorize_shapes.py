@@ -6,10 +6,10 @@ import torch
 
 from course_lib.core.profiles import per_profile
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
+from course_lib.core.train import fit, minibatches
 from course_lib.topics.diffusion import NoiseSchedule, ddpm_loss
 from course_lib.topics.sr3 import L2Regressor, chroma, colorize, colour_unet, gray_of, shapes_scenes
-from course_lib.zoo.common import image_batch, loss_step
+from course_lib.zoo.common import fit_with_ema, image_batch, loss_step
 from course_lib.zoo.record import Measurement, ShippedModel, Trained, mean_of_last, register
 
 HELD_OUT_SEED = 999  # scenes the model never saw
@@ -36,13 +36,10 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True, 
     scenes = shapes_scenes(s.n_train, seed=seed)  # (n, 3, 28, 28) in [-1, 1]
     schedule = NoiseSchedule.linear(s.T)
     model = colour_unet(widths=s.widths, emb_dim=s.emb_dim).to(dev)
-    ema = EMA(model, s.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     batches = minibatches(scenes, batch_size=s.batch_size, generator=generator)
-    history = fit(model, lambda m, batch: ddpm_loss(m, batch[0], schedule), batches, steps=s.steps,
-                  optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, max(s.steps // 10, 1), s.steps),
-                  clip_grad_norm=1.0, after_step=ema.update, desc="colour shapes DDPM",
-                  show_progress=show_progress, state_file=state_file, extra_state={"ema": ema}, **FAST)
+    ema, history = fit_with_ema(model, lambda m, batch: ddpm_loss(m, batch[0], schedule), batches, s,
+                                warmup_steps=max(s.steps // 10, 1), desc="colour shapes DDPM",
+                                show_progress=show_progress, state_file=state_file)
     metrics = {"final_train_loss": mean_of_last(history.losses, 100)}
     return Trained(ema.model, history, metrics, {"recipe": __name__, "seed": seed, "model": ema.model.config, **vars(s)})
 

@@ -1,5 +1,5 @@
-"""What several records share: the classifiers' training loop and measurement, and the pieces of a timed
-training step (stand-in batches, one optimizer step of a loss)."""
+"""What several records share: the classifiers' training loop and measurement, the diffusion models' training with
+EMA weights, and the pieces of a timed training step (stand-in batches, one optimizer step of a loss)."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import FAST, accuracy, autocast, fit, minibatches, warmup_cosine
+from course_lib.core.train import EMA, FAST, accuracy, autocast, fit, minibatches, warmup_cosine
 from course_lib.data import load_fashion_mnist, load_mnist
 from course_lib.topics.backprop import mlp_loss
 from course_lib.zoo.record import Measurement, mean_of_last
@@ -50,6 +50,22 @@ def test_accuracy(model: torch.nn.Module, dataset: str = "MNIST", references: di
     x_test, y_test = DATASETS[dataset]("test")
     return Measurement(f"{dataset} test accuracy (10k)", accuracy(model, x_test, y_test, batch_size=250),
                        references or {})
+
+
+def fit_with_ema(model: torch.nn.Module, loss_fn: Callable, batches, settings, *, warmup_steps: int, desc: str,
+                 show_progress: bool, state_file=None, optimizer: torch.optim.Optimizer | None = None):
+    """The diffusion records' training: ``fit`` for ``settings.steps`` steps with Adam at ``settings.lr`` (or
+    ``optimizer``), warm-up then cosine decay, gradients clipped at norm 1, the bf16 fast path, and EMA weights (decay
+    ``settings.ema_decay``) updated after every step and kept in a resumable run's state. Returns (EMA, history);
+    the EMA weights are what ships."""
+    ema = EMA(model, settings.ema_decay)
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=settings.lr)
+    history = fit(model, loss_fn, batches, steps=settings.steps, optimizer=optimizer,
+                  device=next(model.parameters()).device,
+                  scheduler=warmup_cosine(optimizer, warmup_steps, settings.steps), clip_grad_norm=1.0,
+                  after_step=ema.update, desc=desc, show_progress=show_progress, state_file=state_file,
+                  extra_state={"ema": ema}, **FAST)
+    return ema, history
 
 
 def image_batch(batch_size: int, channels: int = 1, size: int = 28, seed: int = 0) -> torch.Tensor:

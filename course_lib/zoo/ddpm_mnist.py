@@ -7,11 +7,11 @@ from course_lib.core import checkpointing
 from course_lib.core.layers import to_model_range
 from course_lib.core.profiles import per_profile
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
+from course_lib.core.train import minibatches
 from course_lib.data import load_mnist
 from course_lib.topics.diffusion import NoiseSchedule, ddpm_loss, sampler_quality
 from course_lib.topics.unet import UNet
-from course_lib.zoo.common import image_batch, loss_step
+from course_lib.zoo.common import fit_with_ema, image_batch, loss_step
 from course_lib.zoo.record import Measurement, ShippedModel, Trained, against_bar, load_shipped, mean_of_last, register
 
 
@@ -40,13 +40,10 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True, 
     x_train = to_model_range(load_mnist("train")[0])  # (60000, 1, 28, 28) in [-1, 1]
     schedule = NoiseSchedule.linear(s.T)
     model = UNet(widths=s.widths).to(dev)
-    ema = EMA(model, s.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     batches = minibatches(x_train, batch_size=s.batch_size, generator=generator)
-    history = fit(model, lambda m, batch: ddpm_loss(m, batch[0], schedule), batches, steps=s.steps,
-                  optimizer=optimizer, device=dev, scheduler=warmup_cosine(optimizer, min(200, s.steps // 10), s.steps),
-                  clip_grad_norm=1.0, after_step=ema.update, desc="DDPM on MNIST", show_progress=show_progress,
-                  state_file=state_file, extra_state={"ema": ema}, **FAST)
+    ema, history = fit_with_ema(model, lambda m, batch: ddpm_loss(m, batch[0], schedule), batches, s,
+                                warmup_steps=min(200, s.steps // 10), desc="DDPM on MNIST",
+                                show_progress=show_progress, state_file=state_file)
     metrics = {"final_train_loss": mean_of_last(history.losses, 100)}
     if s.fid_samples and "mnist_classifier" in checkpointing.read_manifest():
         metrics.update(sampler_quality(ema.model, n=s.fid_samples, sampler="ddim", steps=50, seed=seed))

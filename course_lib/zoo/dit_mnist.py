@@ -9,13 +9,13 @@ from course_lib.core import checkpointing
 from course_lib.core.layers import to_pixel_range
 from course_lib.core.profiles import per_profile
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
+from course_lib.core.train import minibatches
 from course_lib.data import load_mnist
 from course_lib.eval.fid import quality_of_samples
 from course_lib.topics.diffusion import NoiseSchedule, ddim_sample
 from course_lib.topics.dit import DiT
 from course_lib.topics.ldm import balanced_labels, encode_latents, latent_ddpm_loss, sample_latent_diffusion
-from course_lib.zoo.common import label_batch, loss_step
+from course_lib.zoo.common import fit_with_ema, label_batch, loss_step
 from course_lib.zoo.ddpm_mnist import load_ddpm_mnist
 from course_lib.zoo.record import Measurement, ShippedModel, Trained, against_bar, load_shipped, mean_of_last, register
 
@@ -48,14 +48,11 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True, 
     z_train = encode_latents(autoencoder, x_train[:s.n_train])  # (n, 4, 7, 7), scaled: unit variance
     schedule = NoiseSchedule.linear(s.T)
     model = DiT(**s.model).to(dev)
-    ema = EMA(model, s.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
     batches = minibatches(z_train, y_train[:s.n_train], batch_size=s.batch_size, generator=generator)
-    history = fit(model, lambda m, b: latent_ddpm_loss(m, b[0], b[1], schedule, s.label_dropout), batches,
-                  steps=s.steps, optimizer=optimizer, device=dev,
-                  scheduler=warmup_cosine(optimizer, max(s.steps // 20, 1), s.steps), clip_grad_norm=1.0,
-                  after_step=ema.update, desc="DiT on MNIST latents", show_progress=show_progress,
-                  state_file=state_file, extra_state={"ema": ema}, **FAST)
+    ema, history = fit_with_ema(model, lambda m, b: latent_ddpm_loss(m, b[0], b[1], schedule, s.label_dropout),
+                                batches, s, warmup_steps=max(s.steps // 20, 1), desc="DiT on MNIST latents",
+                                show_progress=show_progress, state_file=state_file, optimizer=optimizer)
     metrics = {"final_train_loss": mean_of_last(history.losses, 100),
                "autoencoder_sha256": checkpointing.read_manifest()["ldm_autoencoder"]["sha256"][:12]}
     if s.fid_samples and "mnist_classifier" in checkpointing.read_manifest():

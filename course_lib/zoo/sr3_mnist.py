@@ -7,12 +7,12 @@ import torch
 from course_lib.core.layers import to_model_range, to_pixel_range
 from course_lib.core.profiles import per_profile
 from course_lib.core.runtime import device, seed_everything
-from course_lib.core.train import EMA, FAST, fit, minibatches, warmup_cosine
+from course_lib.core.train import minibatches
 from course_lib.data import load_mnist
 from course_lib.eval.fid import fid, real_split, shipped_classifier
 from course_lib.topics.diffusion import NoiseSchedule
 from course_lib.topics.sr3 import SR3UNet, consistency_error, downsample, sr3_loss, super_resolve, upsample
-from course_lib.zoo.common import image_batch, loss_step
+from course_lib.zoo.common import fit_with_ema, image_batch, loss_step
 from course_lib.zoo.record import Measurement, ShippedModel, Trained, mean_of_last, register
 
 
@@ -38,17 +38,13 @@ def train(active: str | None = None, seed: int = 0, show_progress: bool = True, 
     x_train = to_model_range(load_mnist("train")[0])  # (60000, 1, 28, 28) in [-1, 1]
     schedule = NoiseSchedule.linear(s.T)
     model = SR3UNet(widths=s.widths, emb_dim=s.emb_dim).to(dev)
-    ema = EMA(model, s.ema_decay)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s.lr)
     batches = minibatches(x_train, batch_size=s.batch_size, generator=generator)
 
     def loss(m, batch):
         return sr3_loss(m, batch[0], downsample(batch[0]), schedule, max_aug=s.max_aug, p_aug=s.p_aug)
 
-    history = fit(model, loss, batches, steps=s.steps, optimizer=optimizer, device=dev,
-                  scheduler=warmup_cosine(optimizer, max(s.steps // 10, 1), s.steps), clip_grad_norm=1.0,
-                  after_step=ema.update, desc="SR3 14->28 on MNIST", show_progress=show_progress,
-                  state_file=state_file, extra_state={"ema": ema}, **FAST)
+    ema, history = fit_with_ema(model, loss, batches, s, warmup_steps=max(s.steps // 10, 1), desc="SR3 14->28 on MNIST",
+                                show_progress=show_progress, state_file=state_file)
     metrics = {"final_train_loss": mean_of_last(history.losses, 100)}
     return Trained(ema.model, history, metrics, {"recipe": __name__, "seed": seed, "model": ema.model.config, **vars(s)})
 
